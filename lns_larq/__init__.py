@@ -1,0 +1,34 @@
+"""lns-larq: Learning with Noisy Supervision (Han et al., ICML 2020) on Larq.
+
+Importing the package selects Keras 2 (`tf_keras`), which Larq needs, by setting
+`TF_USE_LEGACY_KERAS=1` before TensorFlow is imported.
+"""
+
+import os
+import sys
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _check_keras_2():
+    tf = sys.modules.get("tensorflow")
+    if tf is None:
+        return
+    keras_module = getattr(tf.keras, "__name__", "")
+    if not keras_module.startswith("tf_keras"):
+        raise ImportError(
+            f"TensorFlow was imported with Keras 3 active ({keras_module}); lns_larq "
+            "and Larq need Keras 2. Set TF_USE_LEGACY_KERAS=1, or import lns_larq "
+            "before TensorFlow."
+        )
+
+
+_check_keras_2()
+
+from lns_larq import losses, quantizers  # noqa: E402
+from lns_larq.lns import lnsify  # noqa: E402
+from lns_larq.quantizers import LNSQuantizer  # noqa: E402
+
+__version__ = "0.1.0"
+__all__ = ["LNSQuantizer", "lnsify", "losses", "quantizers", "__version__"]

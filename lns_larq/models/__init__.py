@@ -1,0 +1,68 @@
+"""Model registry: `get(name, **options)` and `available()`.
+
+Every base model `<name>` also exists as `<name>_lns`: the same network with its
+binarized convolutions' kernel quantizers replaced by `LNSQuantizer` (`lnsify`).
+Options named in `LNS_OPTIONS` go to the quantizer, the rest to the base model.
+
+```python
+model = lns_larq.models.get("resnet20_lns", quantizer="dorefa", alpha=1.0, rho_pos=0.005)
+```
+"""
+
+from lns_larq.lns import LNS_OPTIONS, lnsify
+from lns_larq.models.resnet import resnet20, resnet20_fp
+
+_BASE_MODELS = {
+    "resnet20": resnet20,
+    "resnet20_fp": resnet20_fp,
+}
+# Suffixes that turn a base model into a method's variant: suffix -> (options, wrap).
+_METHODS = {
+    "lns": (LNS_OPTIONS, lnsify),
+}
+# Full-precision models have no binary conv to convert.
+_NO_METHOD = {"resnet20_fp"}
+
+
+def register(name, builder, binary=True):
+    """Add a base model builder `builder(**options) -> tf.keras.Model` to the registry."""
+    _BASE_MODELS[name] = builder
+    if not binary:
+        _NO_METHOD.add(name)
+
+
+def register_method(suffix, option_names, wrap):
+    """Add a method: `<base>_<suffix>` is `wrap(base_model, **method_options)`."""
+    _METHODS[suffix] = (frozenset(option_names), wrap)
+
+
+def available():
+    """Names `get` accepts, sorted."""
+    names = set(_BASE_MODELS)
+    for base in set(_BASE_MODELS) - _NO_METHOD:
+        names.update(f"{base}_{suffix}" for suffix in _METHODS)
+    return sorted(names)
+
+
+def split_name(name):
+    """`"resnet20_lns"` -> `("resnet20", "lns")`; a base name -> `(name, None)`."""
+    if name in _BASE_MODELS:
+        return name, None
+    for suffix in _METHODS:
+        base = name[: -len(suffix) - 1]
+        if name.endswith("_" + suffix) and base in _BASE_MODELS and base not in _NO_METHOD:
+            return base, suffix
+    raise ValueError(f"Unknown model {name!r}; available: {', '.join(available())}.")
+
+
+def get(name, **options):
+    """Build the model `name` with `options` (see `available()`)."""
+    base, method = split_name(name)
+    if method is None:
+        return _BASE_MODELS[base](**options)
+    method_names, wrap = _METHODS[method]
+    method_options = {k: options.pop(k) for k in list(options) if k in method_names}
+    return wrap(_BASE_MODELS[base](**options), **method_options)
+
+
+__all__ = ["available", "get", "register", "register_method", "split_name"]

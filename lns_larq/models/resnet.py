@@ -1,0 +1,71 @@
+"""Binary ResNet-20 for CIFAR-10 (16-32-64 channels, 3 stages of 3 basic blocks).
+
+The variant of IR-Net/LNS-era papers: a Bi-Real shortcut around every binary 3x3
+conv, the first conv, the downsampling shortcuts and the classifier in full
+precision. Binary convs use `pad_values=1.0` so that Larq Compute Engine converts
+them to `LceBconv2d`.
+"""
+
+import larq as lq
+import tensorflow as tf
+
+from lns_larq.quantizers import WEIGHT_QUANTIZERS
+
+
+def binary_conv_kwargs(quantizer):
+    """Keyword arguments of a binary `QuantConv2D` for a baseline weight quantizer."""
+    if quantizer is None:
+        return dict(padding="same", use_bias=False)
+    if quantizer not in WEIGHT_QUANTIZERS:
+        raise ValueError(
+            f"Unknown quantizer {quantizer!r}; choose one of {sorted(WEIGHT_QUANTIZERS)}."
+        )
+    return dict(
+        padding="same",
+        pad_values=1.0,
+        use_bias=False,
+        input_quantizer="ste_sign",
+        kernel_quantizer=WEIGHT_QUANTIZERS[quantizer][0],
+        kernel_constraint="weight_clip",
+    )
+
+
+def _bn(name):
+    return tf.keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=name)
+
+
+def resnet20(quantizer="dorefa", num_classes=10, input_shape=(32, 32, 3), stages=(16, 32, 64), blocks=3):
+    """Binary ResNet-20. `quantizer`: `"dorefa"`, `"xnor"`, `"binarynet"`, or `None`
+    for the same network in full precision."""
+    conv_kwargs = binary_conv_kwargs(quantizer)
+    inputs = tf.keras.Input(input_shape, name="image")
+    x = tf.keras.layers.Conv2D(stages[0], 3, padding="same", use_bias=False, name="conv1")(inputs)
+    x = _bn("conv1_bn")(x)
+    if quantizer is None:
+        x = tf.keras.layers.ReLU(name="conv1_relu")(x)
+    for s, channels in enumerate(stages, start=1):
+        for b in range(1, blocks + 1):
+            for c in (1, 2):
+                name = f"stage{s}_block{b}_conv{c}"
+                downsample = s > 1 and b == 1 and c == 1
+                shortcut = x
+                if downsample:
+                    shortcut = tf.keras.layers.AveragePooling2D(2, name=f"{name}_pool")(x)
+                    shortcut = tf.keras.layers.Conv2D(channels, 1, use_bias=False, name=f"{name}_down")(shortcut)
+                    shortcut = _bn(f"{name}_down_bn")(shortcut)
+                y = lq.layers.QuantConv2D(
+                    channels, 3, strides=2 if downsample else 1, name=name, **conv_kwargs
+                )(x)
+                y = _bn(f"{name}_bn")(y)
+                x = tf.keras.layers.Add(name=f"{name}_add")([y, shortcut])
+                if quantizer is None:
+                    x = tf.keras.layers.ReLU(name=f"{name}_relu")(x)
+    x = tf.keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    outputs = tf.keras.layers.Dense(num_classes, name="logits")(x)
+    name = f"resnet20_{quantizer}" if quantizer else "resnet20_fp"
+    return tf.keras.Model(inputs, outputs, name=name)
+
+
+def resnet20_fp(num_classes=10, input_shape=(32, 32, 3), **kwargs):
+    """Full-precision ResNet-20 (same topology, ReLU after every addition)."""
+    return resnet20(None, num_classes=num_classes, input_shape=input_shape, **kwargs)

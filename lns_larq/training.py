@@ -1,0 +1,380 @@
+"""A training run through Keras `fit`: model, data, optimizer, callbacks, resume.
+
+`run(TrainConfig(...))` is what `train/fit.py` calls. A run writes into its output
+folder: `best.keras`, `last.keras` (every epoch), `model.keras` (final), `log.csv`,
+`tensorboard/`, `metrics.json`, and `backup/` while it trains. Running the same
+config again after a crash or kill resumes from the last completed epoch; a run
+whose `metrics.json` exists is complete.
+
+For an LNS model with `warmup_epochs`, the mapping networks first train alone
+(`lns.mapping_only`, paper Sec. 4.1); the result is kept in `warmup.weights.h5`
+and `warmup.json` (agreement with `sign(W)`, test accuracy before and after).
+"""
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from lns_larq import callbacks as lns_callbacks
+from lns_larq import data, models
+from lns_larq.lns import _all_layers, copy_weights, is_binarized_conv, mapping_only
+from lns_larq.quantizers import WEIGHT_QUANTIZERS, scale_kind
+
+OPTIMIZERS = ("sgd", "adam")
+LR_SCHEDULES = ("constant", "step", "cosine")
+
+
+class ConfigError(ValueError):
+    """An invalid setting or input file, reported before any training starts."""
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything a run needs; `train/fit.py`'s flags map onto these fields."""
+
+    model: str = "resnet20"
+    quantizer: str = "dorefa"
+    dataset: str = "cifar10"
+    data_path: str | None = None
+    data_dir: str | None = None
+    epochs: int = 1
+    batch_size: int = 128
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    lr_schedule: str = "constant"
+    lr_boundaries: tuple = ()
+    lr_factor: float = 0.1
+    output_dir: str = "runs/run"
+    seed: int = 0
+    pretrained: str | None = None
+    steps_per_epoch: int = 0
+    train_subset: int = 0
+    validation_size: int = 0
+    # LNS
+    alpha: float = 1.0
+    rho_pos: float = 0.005
+    rho_neg: float | None = None
+    mapping: str = "conv3"
+    bound: str = "tanh"
+    mapping_width: float = 2.0
+    warmup_epochs: int = 0
+    warmup_lr: float | None = None
+    verbose: int = 1
+    overwrite: bool = False
+    command: str = ""
+
+    def validate(self):
+        """Raise `ConfigError` naming the first invalid setting."""
+        try:
+            _, method = models.split_name(self.model)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        checks = [
+            (self.epochs >= 0, f"epochs must be >= 0, got {self.epochs}"),
+            (self.batch_size > 0, f"batch_size must be > 0, got {self.batch_size}"),
+            (self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}"),
+            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
+            (0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}"),
+            (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
+            (self.lr_schedule in LR_SCHEDULES, f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}"),
+            (all(b > 0 for b in self.lr_boundaries), f"lr_boundaries must be positive epochs, got {self.lr_boundaries}"),
+            (self.lr_factor > 0, f"lr_factor must be > 0, got {self.lr_factor}"),
+            (self.quantizer in WEIGHT_QUANTIZERS, f"quantizer must be one of {sorted(WEIGHT_QUANTIZERS)}, got {self.quantizer!r}"),
+            (self.dataset in data.DATASETS, f"dataset must be one of {data.DATASETS}, got {self.dataset!r}"),
+            (self.steps_per_epoch >= 0, f"steps_per_epoch must be >= 0, got {self.steps_per_epoch}"),
+            (self.train_subset >= 0, f"train_subset must be >= 0, got {self.train_subset}"),
+            (self.validation_size >= 0, f"validation_size must be >= 0, got {self.validation_size}"),
+            (self.warmup_epochs >= 0, f"warmup_epochs must be >= 0, got {self.warmup_epochs}"),
+            (self.warmup_epochs == 0 or method == "lns", f"warmup_epochs is for LNS models (*_lns), not {self.model!r}"),
+            (self.warmup_lr is None or self.warmup_lr > 0, f"warmup_lr must be > 0, got {self.warmup_lr}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+        if method == "lns":
+            from lns_larq.quantizers import LNSQuantizer
+
+            try:
+                LNSQuantizer(**self.lns_options())
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
+        if self.pretrained and not (
+            os.path.isfile(self.pretrained) or os.path.isfile(self.pretrained + ".index")
+        ):
+            raise ConfigError(f"pretrained {self.pretrained}: no such model, weights file or checkpoint")
+
+    def lns_options(self):
+        return dict(
+            alpha=self.alpha, rho_pos=self.rho_pos, rho_neg=self.rho_neg,
+            mapping=self.mapping, bound=self.bound, width=self.mapping_width,
+        )
+
+
+def build_model(config, input_shape, num_classes, method=True):
+    """The model `config.model` (its base network when `method` is False)."""
+    base, suffix = models.split_name(config.model)
+    options = dict(num_classes=num_classes, input_shape=input_shape)
+    if base not in models._NO_METHOD:
+        options["quantizer"] = config.quantizer
+    if not method or suffix is None:
+        return models.get(base, **options)
+    if suffix == "lns":
+        options.update(config.lns_options())
+    return models.get(config.model, **options)
+
+
+def _first_line(error):
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+def load_pretrained(path, model, base_factory):
+    """Copy the weights saved at `path` into `model`.
+
+    `path` is a saved model (`.keras`, `.h5`), a weights file (`.weights.h5`) or a
+    TensorFlow checkpoint prefix of `model`'s base network. A baseline's weights
+    load into its LNS variant (mapping networks keep their initialisation).
+    """
+    if path.endswith(".keras") or (path.endswith(".h5") and not path.endswith(".weights.h5")):
+        try:
+            source = tf.keras.models.load_model(path, compile=False)
+        except Exception as e:  # Keras raises many types for unreadable files
+            raise ConfigError(f"pretrained {path}: cannot load the model ({_first_line(e)})") from None
+    else:
+        source = base_factory()
+        try:
+            status = source.load_weights(path)
+            if status is not None:
+                status.assert_existing_objects_matched()
+        except Exception as e:
+            raise ConfigError(
+                f"pretrained {path}: weights do not match {source.name} ({_first_line(e)})"
+            ) from None
+    source_layers = {layer.name: layer for layer in _all_layers(source)}
+    for layer in _all_layers(model):
+        other = source_layers.get(layer.name)
+        if layer.weights and other is None:
+            raise ConfigError(
+                f"pretrained {path}: has no layer {layer.name!r}; it does not match {model.name}"
+            )
+        if is_binarized_conv(layer) and is_binarized_conv(other):
+            mine, theirs = scale_kind(layer.kernel_quantizer), scale_kind(other.kernel_quantizer)
+            if mine != theirs:
+                raise ConfigError(
+                    f"pretrained {path}: layer {layer.name!r} has weight scale {theirs!r}, "
+                    f"the model {mine!r} (check --quantizer)"
+                )
+    try:
+        copy_weights(source, model)
+    except ValueError as e:
+        raise ConfigError(f"pretrained {path}: {e}") from None
+
+
+def make_optimizer(name, lr, momentum, weight_decay):
+    wd = weight_decay or None
+    if name == "sgd":
+        return tf.keras.optimizers.SGD(lr, momentum=momentum, weight_decay=wd)
+    return tf.keras.optimizers.Adam(lr, weight_decay=wd)
+
+
+def lr_at(config, epoch):
+    """Learning rate of `epoch` (0-based) under the config's schedule."""
+    if config.lr_schedule == "step":
+        return config.lr * config.lr_factor ** sum(epoch >= b for b in config.lr_boundaries)
+    if config.lr_schedule == "cosine":
+        return 0.5 * config.lr * (1 + math.cos(math.pi * epoch / max(config.epochs, 1)))
+    return config.lr
+
+
+def _compile(model, optimizer):
+    model.compile(
+        optimizer=optimizer,
+        loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=[
+            "accuracy",
+            tf.keras.metrics.SparseCategoricalCrossentropy(from_logits=True, name="ce"),
+        ],
+    )
+
+
+def _best_so_far(log_path, key="val_accuracy"):
+    if not os.path.exists(log_path):
+        return None
+    with open(log_path) as f:
+        values = [float(row[key]) for row in csv.DictReader(f) if row.get(key)]
+    return max(values) if values else None
+
+
+class _Elapsed(tf.keras.callbacks.Callback):
+    """Keeps the accumulated training wall time of a run across resumes."""
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = path
+        self.prior = 0.0
+        if os.path.exists(path):
+            with open(path) as f:
+                self.prior = json.load(f)["seconds"]
+        self.start = time.time()
+
+    @property
+    def seconds(self):
+        return self.prior + time.time() - self.start
+
+    def on_epoch_end(self, epoch, logs=None):
+        with open(self.path, "w") as f:
+            json.dump({"seconds": self.seconds}, f)
+
+
+def _evaluate(model, dataset):
+    results = model.evaluate(dataset, verbose=0, return_dict=True)
+    return {"accuracy": float(results["accuracy"]), "loss": float(results["ce"])}
+
+
+def _warm_start(model, config, train, test, out, steps):
+    """Train the mapping networks alone; skipped when already done (resume)."""
+    weights_path = os.path.join(out, "warmup.weights.h5")
+    if os.path.exists(weights_path):
+        model.load_weights(weights_path)
+        with open(os.path.join(out, "warmup.json")) as f:
+            return json.load(f)
+    _compile(model, "sgd")
+    before = _evaluate(model, test)
+    with mapping_only(model):
+        _compile(model, make_optimizer(config.optimizer, config.warmup_lr or config.lr, config.momentum, 0.0))
+        model.fit(
+            train, epochs=config.warmup_epochs, steps_per_epoch=steps, verbose=config.verbose,
+            callbacks=[
+                lns_callbacks.LNSMonitor(),
+                tf.keras.callbacks.BackupAndRestore(os.path.join(out, "backup_warmup")),
+                tf.keras.callbacks.CSVLogger(os.path.join(out, "warmup_log.csv"), append=True),
+                tf.keras.callbacks.TerminateOnNaN(),
+            ],
+        )
+    after = _evaluate(model, test)
+    report = {
+        **lns_callbacks.lns_state(model),
+        "pretrained_test_accuracy": before["accuracy"],
+        "warmup_test_accuracy": after["accuracy"],
+        "epochs": config.warmup_epochs,
+    }
+    report["accuracy_drop"] = before["accuracy"] - after["accuracy"]
+    report["ok"] = report["agreement"] >= 0.99 and report["accuracy_drop"] <= 0.005
+    with open(os.path.join(out, "warmup.json"), "w") as f:
+        json.dump(report, f, indent=2)
+    model.save_weights(weights_path)
+    return report
+
+
+def run(config):
+    """Train `config.model` and return the metrics written to `metrics.json`."""
+    config.validate()
+    out = config.output_dir
+    metrics_path = os.path.join(out, "metrics.json")
+    if os.path.exists(metrics_path) and not config.overwrite:
+        print(f"{out} is a complete run (metrics.json exists); pass overwrite to train again.")
+        with open(metrics_path) as f:
+            return json.load(f)
+    if config.overwrite:
+        for name in ("metrics.json", "log.csv", "elapsed.json", "flip_reference.npz",
+                     "warmup.weights.h5", "warmup.json", "warmup_log.csv"):
+            if os.path.exists(os.path.join(out, name)):
+                os.remove(os.path.join(out, name))
+    os.makedirs(out, exist_ok=True)
+    tf.keras.utils.set_random_seed(config.seed)
+    arrays = data.load(config.dataset, config.data_path, config.data_dir)
+    train, val, test = data.pipelines(
+        arrays, config.batch_size, config.validation_size, config.train_subset, seed=config.seed
+    )
+    steps = config.steps_per_epoch or None
+    if steps:
+        train = train.repeat()
+    model = build_model(config, arrays.input_shape, arrays.num_classes)
+    if config.pretrained:
+        load_pretrained(
+            config.pretrained, model,
+            lambda: build_model(config, arrays.input_shape, arrays.num_classes, method=False),
+        )
+    _, method = models.split_name(config.model)
+    metrics = {}
+    if config.warmup_epochs:
+        metrics["warmup"] = _warm_start(model, config, train, test, out, steps)
+        print(f"warm start: {json.dumps(metrics['warmup'])}")
+
+    _compile(model, make_optimizer(config.optimizer, config.lr, config.momentum, config.weight_decay))
+    log_path = os.path.join(out, "log.csv")
+    best = tf.keras.callbacks.ModelCheckpoint(
+        os.path.join(out, "best.keras"), monitor="val_accuracy", mode="max", save_best_only=True
+    )
+    previous_best = _best_so_far(log_path)
+    if previous_best is not None:
+        best.best = previous_best
+    elapsed = _Elapsed(os.path.join(out, "elapsed.json"))
+    callbacks = []
+    if any(is_binarized_conv(layer) for layer in _all_layers(model)):
+        callbacks.append(lns_callbacks.FlipRate(reference_path=os.path.join(out, "flip_reference.npz")))
+    if method == "lns":
+        callbacks.append(lns_callbacks.LNSMonitor())
+    callbacks += [
+        tf.keras.callbacks.LearningRateScheduler(lambda epoch, lr: lr_at(config, epoch)),
+        elapsed,
+        tf.keras.callbacks.BackupAndRestore(os.path.join(out, "backup")),
+        best,
+        tf.keras.callbacks.ModelCheckpoint(os.path.join(out, "last.keras")),
+        tf.keras.callbacks.CSVLogger(log_path, append=True),
+        tf.keras.callbacks.TensorBoard(os.path.join(out, "tensorboard"), profile_batch=0),
+        tf.keras.callbacks.TerminateOnNaN(),
+    ]
+    fit_start = time.time()
+    history = model.fit(
+        train, validation_data=val if val is not None else test, epochs=config.epochs,
+        steps_per_epoch=steps, callbacks=callbacks, verbose=config.verbose,
+    )
+    fit_seconds = time.time() - fit_start
+    epochs_run = len(history.epoch)
+    images = epochs_run * (steps or math.ceil(_train_size(arrays, config) / config.batch_size)) * config.batch_size
+    test_results = _evaluate(model, test)
+    model_path = os.path.join(out, "model.keras")
+    model.save(model_path)
+    metrics.update(
+        model=config.model,
+        test_accuracy=test_results["accuracy"],
+        test_loss=test_results["loss"],
+        best_val_accuracy=_best_so_far(log_path),
+        validation="holdout" if val is not None else "test",
+        epochs=config.epochs,
+        epochs_this_invocation=epochs_run,
+        wall_time_s=elapsed.seconds,
+        train_images_per_second=images / fit_seconds if epochs_run else None,
+        command=config.command,
+        config=dataclasses.asdict(config),
+        model_path=model_path,
+    )
+    with open(os.path.join(out, "log.csv")) as f:
+        rows = list(csv.DictReader(f))
+    if rows and "flip_rate" in rows[-1]:
+        metrics["final_flip_rate"] = float(rows[-1]["flip_rate"])
+        metrics["final_flip_rate_total"] = float(rows[-1]["flip_rate_total"])
+    with open(metrics_path, "w") as f:
+        json.dump(metrics, f, indent=2, default=_jsonable)
+    return metrics
+
+
+def _train_size(arrays, config):
+    n = len(arrays.x_train) - config.validation_size
+    return min(n, config.train_subset) if config.train_subset else n
+
+
+def _jsonable(value):
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, tuple):
+        return list(value)
+    return str(value)
