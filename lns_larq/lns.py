@@ -126,19 +126,29 @@ def mapping_only(model):
         for layer in layers:
             layer.trainable = any(layer is m for m in mapped)
         for layer in mapped:
-            # Keras can only freeze whole layers; the latent kernel is moved to the
-            # non-trainable list so that only the quantizer's mapping weights train.
+            # Keras freezes whole layers only, so the latent kernel moves to the
+            # non-trainable list and only the quantizer's mapping weights train.
             kernel = layer.kernel
-            # Lists are reassigned, not edited: Keras checkpoints only append-only lists.
-            layer._trainable_weights = [w for w in layer._trainable_weights if w is not kernel]
-            layer._non_trainable_weights = [*layer._non_trainable_weights, kernel]
+            _set_weight_lists(
+                layer,
+                [w for w in layer._trainable_weights if w is not kernel],
+                [*layer._non_trainable_weights, kernel],
+            )
             moved.append((layer, kernel))
         yield model
     finally:
         for layer, kernel in moved:
-            layer._non_trainable_weights = [
-                w for w in layer._non_trainable_weights if w is not kernel
-            ]
-            layer._trainable_weights = [kernel, *layer._trainable_weights]
+            _set_weight_lists(
+                layer,
+                [kernel, *layer._trainable_weights],
+                [w for w in layer._non_trainable_weights if w is not kernel],
+            )
         for layer, trainable in saved:
             layer.trainable = trainable
+
+
+def _set_weight_lists(layer, trainable, non_trainable):
+    # Keras' __setattr__ would track the variables in the lists as new weights
+    # (re-appending them to `_trainable_weights`); these lists are plain lists.
+    object.__setattr__(layer, "_trainable_weights", trainable)
+    object.__setattr__(layer, "_non_trainable_weights", non_trainable)

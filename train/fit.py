@@ -56,6 +56,8 @@ flags.DEFINE_enum("bound", "tanh", ["tanh", "hardtanh"], "Output bound of the ma
 flags.DEFINE_float("mapping_width", 2.0, "Hidden width of the mapping relative to its input (paper: 2).", lower_bound=0)
 flags.DEFINE_integer("warmup_epochs", 0, "Epochs training only the mapping networks before fine-tuning.", lower_bound=0)
 flags.DEFINE_float("warmup_lr", None, "Learning rate of the warm start (default: --lr).", lower_bound=0)
+flags.DEFINE_enum("warmup_objective", "full", ["full", "noisy"],
+                  "Warm-start loss: full (cross-entropy + alpha * aux) or noisy (noisy-supervision loss only).")
 
 
 def config_from_flags():
@@ -84,6 +86,7 @@ def lns_config_from_flags():
         alpha=FLAGS.alpha, rho_pos=rho_pos, rho_neg=rho_neg, mapping=FLAGS.mapping,
         bound=FLAGS.bound, mapping_width=FLAGS.mapping_width,
         warmup_epochs=FLAGS.warmup_epochs, warmup_lr=FLAGS.warmup_lr,
+        warmup_objective=FLAGS.warmup_objective,
     )
 
 

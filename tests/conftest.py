@@ -1,0 +1,45 @@
+import os
+
+import lns_larq  # noqa: F401  (Keras 2 before TensorFlow)
+import numpy as np
+import pytest
+import tensorflow as tf
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CIFAR_NPZ = os.path.join(ROOT, "..", "shared", "data", "cifar10", "cifar10_jpegq75.npz")
+
+
+@pytest.fixture(scope="session")
+def cifar_path():
+    assert os.path.isfile(CIFAR_NPZ), f"the CIFAR-10 copy is missing: {CIFAR_NPZ}"
+    return CIFAR_NPZ
+
+
+@pytest.fixture(scope="session")
+def cifar(cifar_path):
+    from lns_larq import data
+
+    return data.load("cifar10", data_path=cifar_path)
+
+
+@pytest.fixture(scope="session")
+def trained_baseline(cifar, tmp_path_factory):
+    """A DoReFa ResNet-20 trained briefly on 4,000 real CIFAR-10 images, with its
+    metrics; shared by the tests that need weights that mean something."""
+    from lns_larq import training
+
+    out = str(tmp_path_factory.mktemp("baseline"))
+    config = training.TrainConfig(
+        model="resnet20", quantizer="dorefa", data_path=CIFAR_NPZ, epochs=3,
+        train_subset=4000, lr=0.05, lr_schedule="cosine", batch_size=64,
+        output_dir=out, verbose=0,
+    )
+    metrics = training.run(config)
+    model = tf.keras.models.load_model(os.path.join(out, "model.keras"))
+    return model, metrics, out
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    tf.keras.utils.set_random_seed(0)
+    np.random.seed(0)

@@ -1,0 +1,221 @@
+"""Export through Larq Compute Engine: bake, convert, count ops, verify (issue 4).
+
+The models are random ResNet-20s whose batch normalisation is calibrated (so
+that activations, signs and logits have realistic spread) and whose LNS mapping
+networks are perturbed away from their zero initialisation (so that the mapped
+binary weights differ from sign(W) and baking has something to get right).
+"""
+
+import os
+import subprocess
+import sys
+
+import lns_larq  # noqa: F401  (selects Keras 2 before TensorFlow loads)
+import larq as lq
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from lns_larq import export, lns, models
+from lns_larq.quantizers import LNSQuantizer, quantized_kernel
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CIFAR10 = os.path.join(REPO, "..", "shared", "data", "cifar10", "cifar10_jpegq75.npz")
+BINARY_CONVS = 18  # ResNet-20: 3 stages x 3 blocks x 2 binary 3x3 convs
+
+
+def calibrate_batch_norm(model, images):
+    """Set every batch norm's moving statistics to those of `images`."""
+    norms = [l for l in lns._all_layers(model) if isinstance(l, tf.keras.layers.BatchNormalization)]
+    for layer in norms:
+        layer.momentum = 0.0
+    model(images, training=True)
+    for layer in norms:
+        layer.momentum = 0.9
+
+
+def lns_model(quantizer, seed=0, perturbation=0.02):
+    """An LNS ResNet-20 whose mapping networks flip some of the binary weights."""
+    tf.keras.utils.set_random_seed(seed)
+    baseline = models.get("resnet20", quantizer=quantizer)
+    calibrate_batch_norm(baseline, np.random.RandomState(seed).standard_normal((64, 32, 32, 3)).astype(np.float32))
+    model = lns_larq.lnsify(baseline)
+    rng = np.random.RandomState(seed)
+    for layer in lns.lns_layers(model):
+        for weight in layer.kernel_quantizer.weights:
+            if "conv3_kernel" in weight.name:  # the zero-initialised last mapping layer
+                weight.assign(rng.normal(0.0, perturbation, weight.shape))
+    return baseline, model
+
+
+def flipped_fraction(layer):
+    """Fraction of binary weights of an LNS layer that differ from sign(W)."""
+    latent = layer.kernel.latent_variable.numpy()
+    return float(np.mean(np.sign(quantized_kernel(layer).numpy()) != np.where(latent >= 0, 1, -1)))
+
+
+@pytest.fixture(scope="module")
+def dorefa_models():
+    return lns_model("dorefa")
+
+
+@pytest.fixture(scope="module")
+def lns_export(dorefa_models, tmp_path_factory):
+    _, model = dorefa_models
+    folder = tmp_path_factory.mktemp("lns")
+    path, float_path = str(folder / "lns.tflite"), str(folder / "lns_float32.tflite")
+    return export.export_tflite(model, path, float_path=float_path)
+
+
+@pytest.mark.parametrize("quantizer", ["dorefa", "xnor", "binarynet"])
+def test_bake_keeps_predictions_and_removes_every_mapping_weight(quantizer, dorefa_models):
+    baseline, model = dorefa_models if quantizer == "dorefa" else lns_model(quantizer)
+    baked = export.bake(model)
+
+    # Nothing of the mapping networks is left: the baked model has exactly the
+    # baseline's weights, and no LNS quantizer.
+    assert not lns.lns_layers(baked)
+    assert not any(isinstance(getattr(l, "kernel_quantizer", None), LNSQuantizer) for l in baked.layers)
+    assert sorted(w.name for w in baked.weights) == sorted(w.name for w in baseline.weights)
+    assert sum(w.shape.num_elements() for w in baked.weights) == baseline.count_params()
+    assert len(model.weights) > len(baked.weights)
+
+    for layer in lns.lns_layers(model):
+        target = baked.get_layer(layer.name)
+        assert lns.is_binarized_conv(target)
+        mapped = quantized_kernel(layer).numpy()
+        latent = target.kernel.latent_variable.numpy()
+        # The baked kernel holds the mapped weights, not sign(W) of the LNS layer...
+        np.testing.assert_array_equal(latent, mapped)
+        assert flipped_fraction(layer) > 0.01
+        # ...and its sign quantizer gives them back: +/- one scale per output channel.
+        np.testing.assert_allclose(quantized_kernel(target).numpy(), mapped, rtol=1e-5, atol=0)
+        magnitudes = np.abs(latent).reshape(-1, latent.shape[-1])
+        np.testing.assert_allclose(magnitudes, np.broadcast_to(magnitudes[:1], magnitudes.shape), rtol=1e-6)
+
+    images = np.random.RandomState(1).standard_normal((16, 32, 32, 3)).astype(np.float32)
+    expected = model(images, training=False).numpy()
+    np.testing.assert_allclose(baked(images, training=False).numpy(), expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+    # The mapping matters: the baseline (sign of the same latent weights) predicts differently.
+    assert np.abs(baseline(images, training=False).numpy() - expected).max() > 1e-2
+
+
+def _assert_all_binary_convs_converted(report):
+    assert report.binary_layers == BINARY_CONVS
+    assert report.bconv_ops == report.binary_layers
+    assert report.op_counts["LceBconv2d"] == BINARY_CONVS
+    # One LceQuantize per binary conv input (no conv's output is bit-packed: each
+    # feeds a float residual addition).
+    assert report.op_counts["LceQuantize"] == BINARY_CONVS
+    # The float convs of ResNet-20: the first conv and two downsampling shortcuts.
+    assert report.op_counts["CONV_2D"] == 3
+    assert report.fallback_layers == []
+
+
+def test_lns_resnet20_exports_every_binary_conv_as_lce_bconv(lns_export):
+    report = lns_export
+    _assert_all_binary_convs_converted(report)
+    assert report.model_name == "resnet20_dorefa_lns"
+    with open(report.path, "rb") as f:
+        written = f.read()
+    assert written == report.flatbuffer and len(written) == report.size_bytes
+    assert export.op_counts(written) == report.op_counts
+    # Bit-packed binary weights: the file is far below the float32 model of the same
+    # architecture (the float parts bound the ratio: ~16x for ResNet-20).
+    assert os.path.getsize(report.float32_path) == report.float32_size_bytes
+    assert export.op_counts(open(report.float32_path, "rb").read()).get("LceBconv2d", 0) == 0
+    assert report.size_ratio > 10
+    assert report.binary_params == sum(
+        9 * c_in * c_out for c_in, c_out in [(16, 16)] * 6 + [(16, 32)] + [(32, 32)] * 5 + [(32, 64)] + [(64, 64)] * 5
+    )
+    table = report.table()
+    assert "LceBconv2d ops" in table and "18  (all converted)" in table and "size ratio" in table
+
+
+def test_baseline_resnet20_exports_every_binary_conv_as_lce_bconv(dorefa_models, tmp_path):
+    baseline, _ = dorefa_models
+    report = export.export_tflite(baseline, str(tmp_path / "baseline.tflite"), float_reference=False)
+    _assert_all_binary_convs_converted(report)
+    assert report.float32_size_bytes is None and os.path.isfile(report.path)
+
+
+@pytest.mark.skipif(not os.path.isfile(CIFAR10), reason=f"no CIFAR-10 at {CIFAR10}")
+def test_keras_and_lce_agree_on_cifar10_test_images(dorefa_models, lns_export):
+    _, model = dorefa_models
+    images, labels = export.cifar10_test_images(CIFAR10, 200)
+    assert images.shape == (200, 32, 32, 3) and abs(float(images.mean())) < 0.5
+    agreement = export.verify(model, lns_export.flatbuffer, images, labels)
+
+    # The model is not degenerate: its predictions vary across images.
+    assert len(np.unique(model.predict(images, verbose=0).argmax(-1))) >= 3
+    assert agreement.n == 200
+    assert agreement.top1_agreement >= 0.98
+    # Almost every image matches to float precision; the rest differ because an
+    # activation within rounding of zero flipped sign (see `export.verify`).
+    assert agreement.close_fraction >= 0.9
+    assert agreement.max_abs_logit_diff < 5.0
+    assert agreement.keras_accuracy is not None and agreement.lce_accuracy is not None
+
+
+def _binary_conv(name, **options):
+    kwargs = dict(
+        filters=32, kernel_size=3, padding="same", pad_values=1.0, use_bias=False,
+        input_quantizer="ste_sign", kernel_quantizer="ste_sign", kernel_constraint="weight_clip",
+    )
+    return lq.layers.QuantConv2D(name=name, **{**kwargs, **options})
+
+
+def test_binary_convs_that_stay_float_are_reported_by_name(tmp_path):
+    inputs = tf.keras.Input((8, 8, 32))
+    x = _binary_conv("one_padded")(inputs)
+    # LCE 0.16 converts a zero-padded "same" binary conv too (with a padding
+    # correction), so it must not be reported.
+    x = _binary_conv("zero_padded", pad_values=0.0)(x)
+    x = _binary_conv("grouped", groups=2)(x)
+    x = _binary_conv("float_input", input_quantizer=None)(x)
+    model = tf.keras.Model(inputs, x, name="mixed")
+    path = tmp_path / "mixed.tflite"
+
+    with pytest.raises(export.ExportError) as error:
+        export.export_tflite(model, str(path), float_reference=False)
+
+    message = str(error.value)
+    assert "2 of the 4 binary layers" in message
+    assert "grouped: grouped convolution (groups=2)" in message
+    assert "float_input: its input is not binarized" in message
+    assert "one_padded" not in message and "zero_padded" not in message
+    report = error.value.report
+    assert (report.binary_layers, report.bconv_ops) == (4, 2)
+    assert report.fallback_layers == ["grouped", "float_input"]
+    assert not path.exists()
+
+
+def test_model_without_binary_layer_warns():
+    inputs = tf.keras.Input((8, 8, 3))
+    model = tf.keras.Model(inputs, tf.keras.layers.Conv2D(4, 3)(inputs), name="float_only")
+    with pytest.warns(UserWarning, match="no binary layer"):
+        report = export.export_tflite(model, float_reference=False)
+    assert (report.binary_layers, report.bconv_ops) == (0, 0)
+    assert report.op_counts == {"CONV_2D": 1}
+
+
+def _export_cli(*args):
+    return subprocess.run(
+        [sys.executable, os.path.join(REPO, "train", "export.py"), *args],
+        capture_output=True, text=True, cwd=REPO, timeout=300,
+    )
+
+
+def test_export_cli_missing_or_unreadable_model_is_one_clear_line(tmp_path):
+    result = _export_cli("--model_path", str(tmp_path / "nope.keras"), "--output", str(tmp_path / "a.tflite"))
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1] == f"export.py: error: --model_path {tmp_path / 'nope.keras'}: no such file"
+
+    garbage = tmp_path / "garbage.keras"
+    garbage.write_bytes(b"not a keras file")
+    result = _export_cli("--model_path", str(garbage), "--output", str(tmp_path / "b.tflite"), "--verify", "0")
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"export.py: error: --model_path {garbage}: cannot load the model")
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "b.tflite").exists()
