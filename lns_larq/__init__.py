@@ -29,6 +29,7 @@ _check_keras_2()
 from lns_larq import losses, quantizers  # noqa: E402
 from lns_larq.lns import lnsify  # noqa: E402
 from lns_larq.quantizers import LNSQuantizer  # noqa: E402
+from lns_larq import bonn  # noqa: E402  (registers the <model>_bonn variants)
 
 __version__ = "0.1.0"
-__all__ = ["LNSQuantizer", "lnsify", "losses", "quantizers", "__version__"]
+__all__ = ["LNSQuantizer", "bonn", "lnsify", "losses", "quantizers", "__version__"]

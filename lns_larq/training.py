@@ -69,6 +69,10 @@ class TrainConfig:
     warmup_epochs: int = 0
     warmup_lr: float | None = None
     warmup_objective: str = "full"
+    # BONN
+    bonn_lambda: float = 1e-2
+    bonn_theta: float = 1e-1
+    bonn_nu: float = 1.0
     verbose: int = 1
     overwrite: bool = False
     command: str = ""
@@ -97,6 +101,9 @@ class TrainConfig:
             (self.warmup_epochs >= 0, f"warmup_epochs must be >= 0, got {self.warmup_epochs}"),
             (self.warmup_epochs == 0 or method == "lns", f"warmup_epochs is for LNS models (*_lns), not {self.model!r}"),
             (self.warmup_lr is None or self.warmup_lr > 0, f"warmup_lr must be > 0, got {self.warmup_lr}"),
+            (self.bonn_lambda >= 0, f"bonn_lambda must be >= 0, got {self.bonn_lambda}"),
+            (self.bonn_theta >= 0, f"bonn_theta must be >= 0, got {self.bonn_theta}"),
+            (self.bonn_nu >= 0, f"bonn_nu must be >= 0, got {self.bonn_nu}"),
             (self.warmup_objective in WARMUP_OBJECTIVES, f"warmup_objective must be one of {WARMUP_OBJECTIVES}, got {self.warmup_objective!r}"),
         ]
         for ok, message in checks:
@@ -113,6 +120,9 @@ class TrainConfig:
             os.path.isfile(self.pretrained) or os.path.isfile(self.pretrained + ".index")
         ):
             raise ConfigError(f"pretrained {self.pretrained}: no such model, weights file or checkpoint")
+
+    def bonn_options(self):
+        return dict(bonn_lambda=self.bonn_lambda, bonn_theta=self.bonn_theta, bonn_nu=self.bonn_nu)
 
     def lns_options(self):
         return dict(
@@ -131,6 +141,8 @@ def build_model(config, input_shape, num_classes, method=True):
         return models.get(base, **options)
     if suffix == "lns":
         options.update(config.lns_options())
+    elif suffix == "bonn":
+        options.update(config.bonn_options())
     return models.get(config.model, **options)
 
 
@@ -319,6 +331,10 @@ def run(config):
             lambda: build_model(config, arrays.input_shape, arrays.num_classes, method=False),
         )
     _, method = models.split_name(config.model)
+    if method == "bonn":  # the prior and class centres start from the loaded weights and data
+        from lns_larq import bonn
+
+        bonn.initialize_state(model, train, max_batches=10)
     metrics = {}
     if config.warmup_epochs:
         metrics["warmup"] = _warm_start(model, config, train, test, out, steps)

@@ -58,6 +58,10 @@ flags.DEFINE_integer("warmup_epochs", 0, "Epochs training only the mapping netwo
 flags.DEFINE_float("warmup_lr", None, "Learning rate of the warm start (default: --lr).", lower_bound=0)
 flags.DEFINE_enum("warmup_objective", "full", ["full", "noisy"],
                   "Warm-start loss: full (cross-entropy + alpha * aux) or noisy (noisy-supervision loss only).")
+# BONN (models named *_bonn; see docs/bonn.md for the scale convention)
+flags.DEFINE_float("bonn_lambda", 1e-2, "BONN kernel-loss weight: lambda/2 * sum over binary convs of the per-weight mean Bayesian kernel loss.", lower_bound=0)
+flags.DEFINE_float("bonn_theta", 1e-1, "BONN feature-loss weight: theta/2 * the per-sample, per-dimension mean Bayesian feature loss.", lower_bound=0)
+flags.DEFINE_float("bonn_nu", 1.0, "BONN nu: weight of the mixture-prior and log-det terms of the kernel loss.", lower_bound=0)
 
 
 def config_from_flags():
@@ -75,6 +79,7 @@ def config_from_flags():
         steps_per_epoch=FLAGS.steps_per_epoch, train_subset=FLAGS.train_subset,
         validation_size=FLAGS.validation_size, verbose=FLAGS.verbose, overwrite=FLAGS.overwrite,
         command=shlex.join([sys.executable.rsplit("/", 1)[-1], *sys.argv]),
+        bonn_lambda=FLAGS.bonn_lambda, bonn_theta=FLAGS.bonn_theta, bonn_nu=FLAGS.bonn_nu,
         **lns_config_from_flags(),
     )
 

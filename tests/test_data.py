@@ -1,0 +1,116 @@
+import os
+import pickle
+
+import numpy as np
+import pytest
+
+from lns_larq import data
+
+
+def _arrays(n_train=20, n_test=10, seed=0):
+    rng = np.random.default_rng(seed)
+    return (
+        rng.integers(0, 256, (n_train, 32, 32, 3), dtype=np.uint8),
+        rng.integers(0, 10, n_train).astype(np.uint8),
+        rng.integers(0, 256, (n_test, 32, 32, 3), dtype=np.uint8),
+        rng.integers(0, 10, n_test).astype(np.uint8),
+    )
+
+
+def test_load_npz_layout(tmp_path):
+    x_train, y_train, x_test, y_test = _arrays()
+    path = tmp_path / "c.npz"
+    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    arrays = data.load("cifar10", data_path=str(path))
+    np.testing.assert_array_equal(arrays.x_train, x_train)
+    np.testing.assert_array_equal(arrays.y_test, y_test)
+    assert arrays.input_shape == (32, 32, 3) and arrays.num_classes == 10
+
+
+def test_load_pickle_layout(tmp_path):
+    """The official cifar-10-batches-py folder: CHW rows of 3072 bytes."""
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    batches = []
+    for i, name in enumerate([*(f"data_batch_{j}" for j in range(1, 6)), "test_batch"]):
+        x, y, _, _ = _arrays(n_train=4, seed=i)
+        rows = x.transpose(0, 3, 1, 2).reshape(4, 3072)
+        with open(folder / name, "wb") as f:
+            pickle.dump({b"data": rows, b"labels": [int(v) for v in y]}, f)
+        batches.append((x, y))
+    arrays = data.load("cifar10", data_path=str(folder))
+    assert arrays.x_train.shape == (20, 32, 32, 3) and arrays.x_test.shape == (4, 32, 32, 3)
+    np.testing.assert_array_equal(arrays.x_train[:4], batches[0][0])
+    np.testing.assert_array_equal(arrays.x_test, batches[5][0])
+    np.testing.assert_array_equal(arrays.y_train[4:8], batches[1][1])
+
+
+def test_truncated_npz_names_the_file(tmp_path):
+    x_train, y_train, x_test, y_test = _arrays()
+    good = tmp_path / "good.npz"
+    np.savez(good, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    bad = tmp_path / "truncated.npz"
+    bad.write_bytes(good.read_bytes()[: os.path.getsize(good) // 2])
+    with pytest.raises(data.DataError, match="truncated.npz"):
+        data.load("cifar10", data_path=str(bad))
+
+
+@pytest.mark.parametrize(
+    "arrays,message",
+    [
+        (dict(x_train=np.zeros((4, 32, 32, 3), np.uint8), y_train=np.zeros(4)), "missing arrays"),
+        (dict(x_train=np.zeros((4, 32, 32, 3), np.uint8), y_train=np.zeros(3),
+              x_test=np.zeros((2, 32, 32, 3), np.uint8), y_test=np.zeros(2)), "y_train has shape"),
+        (dict(x_train=np.zeros((4, 32, 32, 3), np.float32), y_train=np.zeros(4),
+              x_test=np.zeros((2, 32, 32, 3), np.uint8), y_test=np.zeros(2)), "dtype"),
+        (dict(x_train=np.zeros((4, 32, 32, 3), np.uint8), y_train=np.full(4, 12),
+              x_test=np.zeros((2, 32, 32, 3), np.uint8), y_test=np.zeros(2)), "labels outside"),
+    ],
+)
+def test_malformed_npz(tmp_path, arrays, message):
+    path = tmp_path / "bad.npz"
+    np.savez(path, **arrays)
+    with pytest.raises(data.DataError, match=message):
+        data.load("cifar10", data_path=str(path))
+
+
+def test_missing_file_and_corrupt_pickle(tmp_path):
+    with pytest.raises(data.DataError, match="no such data file"):
+        data.load("cifar10", data_path=str(tmp_path / "nope.npz"))
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    (folder / "data_batch_1").write_bytes(b"not a pickle")
+    with pytest.raises(data.DataError, match="data_batch_1"):
+        data.load("cifar10", data_path=str(folder))
+
+
+def test_digits_demo_is_bundled():
+    arrays = data.load("digits")
+    assert arrays.x_train.shape[1:] == (32, 32, 3) and arrays.x_train.dtype == np.uint8
+    assert len(arrays.x_train) + len(arrays.x_test) == 1797
+    assert set(np.unique(arrays.y_train)) == set(range(10))
+
+
+def test_pipeline_normalises_augments_and_holds_out(cifar):
+    train, val, test = data.pipelines(cifar, batch_size=256, validation_size=10000, train_subset=2048, seed=3)
+    x, y = next(iter(train))
+    assert x.shape == (256, 32, 32, 3) and y.shape == (256,)
+    # Per-channel normalisation with the training statistics: close to zero mean, unit std.
+    xt, _ = next(iter(test))
+    assert np.all(np.abs(xt.numpy().mean(axis=(0, 1, 2))) < 0.2)
+    assert np.all(np.abs(xt.numpy().std(axis=(0, 1, 2)) - 1) < 0.2)
+    assert sum(int(b[1].shape[0]) for b in val) == 10000
+    assert sum(int(b[1].shape[0]) for b in train) == 2048
+    # Augmentation: the same images come out differently in two epochs.
+    first = [b[0].numpy() for b in train.take(1)][0]
+    second = [b[0].numpy() for b in train.take(1)][0]
+    assert not np.allclose(np.sort(first.ravel()), np.sort(second.ravel()))
+    # The hold-out is disjoint from the training images.
+    _, held = data.split_validation(cifar, 10000, seed=3)
+    order = np.random.RandomState(3).permutation(len(cifar.x_train))
+    np.testing.assert_array_equal(held[1], cifar.y_train[order[:10000]])
+
+
+def test_unknown_dataset():
+    with pytest.raises(data.DataError, match="Unknown dataset"):
+        data.load("mnist")

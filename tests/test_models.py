@@ -1,0 +1,61 @@
+import larq as lq
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from lns_larq import models
+from lns_larq.lns import is_binarized_conv
+from lns_larq.quantizers import quantized_kernel
+
+
+def test_registry():
+    names = models.available()
+    assert {"resnet20", "resnet20_fp", "resnet20_lns"} <= set(names)
+    assert "resnet20_fp_lns" not in names
+    with pytest.raises(ValueError, match="Unknown model 'resnet21'.*resnet20_lns"):
+        models.get("resnet21")
+
+
+def test_resnet20_shape_and_layers():
+    model = models.get("resnet20", quantizer="dorefa")
+    assert model.output_shape == (None, 10)
+    binary = [layer for layer in model.layers if is_binarized_conv(layer)]
+    assert len(binary) == 18
+    # First conv, downsampling shortcuts and classifier stay in full precision.
+    assert not is_binarized_conv(model.get_layer("conv1"))
+    assert isinstance(model.get_layer("stage2_block1_conv1_down"), tf.keras.layers.Conv2D)
+    assert all(layer.pad_values == 1.0 and layer.padding == "same" for layer in binary)
+    assert model.predict(np.zeros((2, 32, 32, 3), np.float32), verbose=0).shape == (2, 10)
+
+
+@pytest.mark.parametrize("quantizer", ["dorefa", "xnor", "binarynet"])
+def test_every_binary_conv_binarizes(quantizer):
+    model = models.get("resnet20", quantizer=quantizer)
+    for layer in model.layers:
+        if not is_binarized_conv(layer):
+            continue
+        latent = layer.kernel.latent_variable.numpy()
+        kernel = quantized_kernel(layer).numpy()
+        scale = {
+            "dorefa": np.abs(latent).mean(),
+            "xnor": np.abs(latent).mean(axis=(0, 1, 2)),
+            "binarynet": 1.0,
+        }[quantizer]
+        np.testing.assert_allclose(np.abs(kernel), np.broadcast_to(scale, kernel.shape), rtol=1e-5)
+        np.testing.assert_array_equal(np.sign(kernel), np.where(latent >= 0, 1, -1))
+        # The layer convolves with exactly that kernel.
+        with lq.context.quantized_scope(True):
+            np.testing.assert_allclose(tf.convert_to_tensor(layer.kernel), kernel)
+    # Binary activations: every binary conv's input quantizer is the sign.
+    assert all(isinstance(layer.input_quantizer, lq.quantizers.SteSign)
+               for layer in model.layers if is_binarized_conv(layer))
+
+
+def test_full_precision_reference_has_no_binary_conv():
+    model = models.get("resnet20_fp")
+    assert not any(is_binarized_conv(layer) for layer in model.layers)
+
+
+def test_unknown_quantizer():
+    with pytest.raises(ValueError, match="Unknown quantizer 'ternary'"):
+        models.get("resnet20", quantizer="ternary")
