@@ -34,8 +34,13 @@ def calibrate_batch_norm(model, images):
         layer.momentum = 0.9
 
 
-def lns_model(quantizer, seed=0, perturbation=0.02):
-    """An LNS ResNet-20 whose mapping networks flip some of the binary weights."""
+def lns_model(quantizer, seed=0, gain_sd=0.6):
+    """An LNS ResNet-20 whose mapping networks flip some of the binary weights.
+
+    The mapping predicts a gain \(1 + f_\theta\) per weight, and a weight flips
+    where the gain is negative; the last mapping layer gets random weights that
+    give \(f_\theta\) a standard deviation of about `gain_sd` (a few % flip).
+    """
     tf.keras.utils.set_random_seed(seed)
     baseline = models.get("resnet20", quantizer=quantizer)
     calibrate_batch_norm(baseline, np.random.RandomState(seed).standard_normal((64, 32, 32, 3)).astype(np.float32))
@@ -44,7 +49,8 @@ def lns_model(quantizer, seed=0, perturbation=0.02):
     for layer in lns.lns_layers(model):
         for weight in layer.kernel_quantizer.weights:
             if "conv3_kernel" in weight.name:  # the zero-initialised last mapping layer
-                weight.assign(rng.normal(0.0, perturbation, weight.shape))
+                fan_in = np.prod(weight.shape[:-1])  # its inputs: ReLUs of unit variance
+                weight.assign(rng.normal(0.0, gain_sd * np.sqrt(2.0 / fan_in), weight.shape))
     return baseline, model
 
 

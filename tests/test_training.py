@@ -1,0 +1,150 @@
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from lns_larq import models, training
+
+from .conftest import ROOT
+
+FIT = os.path.join(ROOT, "train", "fit.py")
+
+
+def _fit(*args, **kwargs):
+    return subprocess.run([sys.executable, FIT, *args], capture_output=True, text=True, cwd=ROOT, **kwargs)
+
+
+def _log(out, name="log.csv"):
+    with open(os.path.join(out, name)) as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.slow
+def test_short_cifar10_run_learns(trained_baseline):
+    """3 epochs on 4,000 real CIFAR-10 images: clearly above the 10 % of chance."""
+    _, metrics, out = trained_baseline
+    assert metrics["test_accuracy"] > 0.25, metrics["test_accuracy"]
+    for name in ("model.keras", "best.keras", "last.keras", "log.csv", "metrics.json"):
+        assert os.path.exists(os.path.join(out, name)), name
+    rows = _log(out)
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
+    assert float(rows[-1]["ce"]) < float(rows[0]["ce"])
+    # Flip rates of the binary weights are logged every epoch, and shrink as lr decays.
+    assert 0 < float(rows[-1]["flip_rate"]) < float(rows[0]["flip_rate"])
+    with open(os.path.join(out, "metrics.json")) as f:
+        saved = json.load(f)
+    assert saved["epochs"] == 3 and saved["wall_time_s"] > 0 and saved["config"]["model"] == "resnet20"
+
+
+@pytest.mark.slow
+def test_lns_fine_tuning_from_pretrained(trained_baseline, cifar_path, tmp_path):
+    """`--model resnet20_lns --pretrained <baseline> --warmup_epochs`: the warm start
+    keeps the baseline, then fine-tuning logs the aux loss, agreement and flips."""
+    _, base_metrics, base_out = trained_baseline
+    out = str(tmp_path / "lns")
+    config = training.TrainConfig(
+        model="resnet20_lns", pretrained=os.path.join(base_out, "model.keras"), data_path=cifar_path,
+        alpha=1.0, rho_pos=0.005, warmup_epochs=1, epochs=2, steps_per_epoch=8, batch_size=64,
+        train_subset=2000, lr=0.01, lr_schedule="step", lr_boundaries=(1,), output_dir=out, verbose=0,
+    )
+    metrics = training.run(config)
+    warm = metrics["warmup"]
+    assert abs(warm["pretrained_test_accuracy"] - base_metrics["test_accuracy"]) < 1e-6
+    assert warm["agreement"] >= 0.99 and warm["accuracy_drop"] <= 0.005 and warm["ok"]
+    rows = _log(out)
+    assert {"aux_loss", "agreement", "flip_rate", "flip_rate_total", "lr"} <= set(rows[0])
+    assert float(rows[1]["lr"]) == pytest.approx(0.001)
+    assert float(rows[1]["aux_loss"]) < float(_log(out, "warmup_log.csv")[0]["aux_loss"]) + 1.0
+
+
+def test_interrupted_run_resumes(tmp_path):
+    """Kill a run after its first epoch; the same command continues from there."""
+    out = str(tmp_path / "run")
+    args = ["--model", "resnet20", "--dataset", "digits", "--epochs", "3", "--steps_per_epoch", "15",
+            "--batch_size", "32", "--lr", "0.05", "--output_dir", out, "--verbose", "0"]
+    proc = subprocess.Popen([sys.executable, FIT, *args], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    log = os.path.join(out, "log.csv")
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if os.path.exists(log) and len(_log(out)) >= 1:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be interrupted"
+    assert not os.path.exists(os.path.join(out, "metrics.json"))
+    done_before = len(_log(out))
+    result = _fit(*args, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    with open(os.path.join(out, "metrics.json")) as f:
+        metrics = json.load(f)
+    assert metrics["epochs_this_invocation"] == 3 - done_before
+    assert [int(r["epoch"]) for r in _log(out)] == [0, 1, 2]
+    # A complete run is not trained again.
+    again = _fit(*args, timeout=600)
+    assert again.returncode == 0 and "complete run" in again.stdout
+
+
+def _write_corrupt(path):
+    path.write_bytes(b"PK\x03\x04 not really a zip")
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "case,expected",
+    [
+        (["--epochs", "-1"], "--epochs=-1"),
+        (["--optimizer", "adagrad"], "--optimizer"),
+        (["--model", "resnet21"], "Unknown model 'resnet21'"),
+        (["--model", "resnet20_lns", "--rho", "0.6"], "rho_pos + rho_neg < 1"),
+        (["--pretrained", "/nonexistent/model.keras"], "no such model"),
+        (["--lr_boundaries", "30,x"], "lr_boundaries"),
+        (["--model", "resnet20", "--warmup_epochs", "2"], "warmup_epochs is for LNS models"),
+        ("corrupt", "not a readable .npz"),
+        ("mismatch", "does not match"),
+    ],
+)
+def test_bad_input_gives_one_clear_error(case, expected, tmp_path):
+    args = ["--output_dir", str(tmp_path / "out"), "--dataset", "digits", "--epochs", "1"]
+    if case == "corrupt":
+        args = ["--output_dir", str(tmp_path / "out"), "--data_path", _write_corrupt(tmp_path / "c.npz")]
+    elif case == "mismatch":
+        path = str(tmp_path / "five_classes.keras")
+        models.get("resnet20", quantizer="dorefa", num_classes=5).save(path)
+        args += ["--pretrained", path]
+    else:
+        args += case
+    result = _fit(*args, timeout=300)
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if expected in line]
+    assert errors, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert not os.path.exists(str(tmp_path / "out" / "log.csv")), "training started"
+
+
+def test_lr_schedules():
+    step = training.TrainConfig(lr=0.01, lr_schedule="step", lr_boundaries=(30, 60, 90), epochs=120)
+    assert [training.lr_at(step, e) for e in (0, 29, 30, 60, 119)] == pytest.approx([0.01, 0.01, 1e-3, 1e-4, 1e-5])
+    cosine = training.TrainConfig(lr=0.1, lr_schedule="cosine", epochs=10)
+    assert training.lr_at(cosine, 0) == pytest.approx(0.1) and training.lr_at(cosine, 5) == pytest.approx(0.05)
+
+
+def test_pretrained_weights_into_lns_variant(tmp_path):
+    base = models.get("resnet20", quantizer="xnor", stages=(4, 8, 8), blocks=1)
+    path = str(tmp_path / "base.weights.h5")
+    base.save_weights(path)
+    lns = models.get("resnet20_lns", quantizer="xnor", stages=(4, 8, 8), blocks=1)
+    training.load_pretrained(path, lns, lambda: models.get("resnet20", quantizer="xnor", stages=(4, 8, 8), blocks=1))
+    x = np.random.default_rng(0).standard_normal((2, 32, 32, 3)).astype(np.float32)
+    np.testing.assert_allclose(base.predict(x, verbose=0), lns.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
+    # A baseline with another weight scale is refused.
+    dorefa = models.get("resnet20_lns", quantizer="dorefa", stages=(4, 8, 8), blocks=1)
+    with pytest.raises(training.ConfigError, match="weight scale"):
+        training.load_pretrained(path, dorefa, lambda: models.get("resnet20", quantizer="xnor", stages=(4, 8, 8), blocks=1))
