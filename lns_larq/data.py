@@ -191,13 +191,15 @@ def pipelines(arrays, batch_size=128, validation_size=0, train_subset=0, augment
 
     Training: shuffled every epoch, 4-pixel zero pad + random crop to the input size
     and random horizontal flip (`augment`), per-channel normalisation with the
-    training set's statistics; batched and prefetched. Evaluation: normalisation only.
+    statistics of the dataset's training split; batched and prefetched. Evaluation: normalisation only.
     """
+    # Statistics of the whole training split, so that every run on a dataset (any
+    # subset or hold-out) feeds a pretrained network the inputs it was trained on.
+    mean, std = channel_stats(arrays.x_train)
     arrays, validation = split_validation(arrays, validation_size, seed)
     x_train, y_train = arrays.x_train, arrays.y_train
     if train_subset:
         x_train, y_train = x_train[:train_subset], y_train[:train_subset]
-    mean, std = channel_stats(x_train)
     height, width, _ = arrays.input_shape
 
     def normalize(x):

@@ -147,7 +147,7 @@ class LNSQuantizer(lq.quantizers._BaseQuantizer):
     reproduces \(\mathrm{sign}(W)\) exactly, and the noisy supervision alone only
     raises the gains of weights that agree with their labels: a warm start keeps the
     pretrained binary network (an additive residual \(W_n + f_\theta\) flipped
-    0.15-0.75 % of a CIFAR-10 ResNet-20's binary weights in 20 warm-start steps).
+    0.15-1.7 % of a CIFAR-10 ResNet-20's binary weights in 20 warm-start steps).
 
     In training (`training=True`, as under `fit`) the noisy labels \(\tilde Q = \mathrm{sign}(W)\) of the *current*
     latent weights (no gradient through them) supervise \(\hat Q_c\) through the

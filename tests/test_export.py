@@ -20,7 +20,6 @@ from lns_larq import export, lns, models
 from lns_larq.quantizers import LNSQuantizer, quantized_kernel
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CIFAR10 = os.path.join(REPO, "..", "shared", "data", "cifar10", "cifar10_jpegq75.npz")
 BINARY_CONVS = 18  # ResNet-20: 3 stages x 3 blocks x 2 binary 3x3 convs
 
 
@@ -86,14 +85,15 @@ def test_bake_keeps_predictions_and_removes_every_mapping_weight(quantizer, dore
     assert sum(w.shape.num_elements() for w in baked.weights) == baseline.count_params()
     assert len(model.weights) > len(baked.weights)
 
+    flips = [flipped_fraction(layer) for layer in lns.lns_layers(model)]
+    assert min(flips) > 0 and np.mean(flips) > 0.01
     for layer in lns.lns_layers(model):
         target = baked.get_layer(layer.name)
         assert lns.is_binarized_conv(target)
         mapped = quantized_kernel(layer).numpy()
         latent = target.kernel.latent_variable.numpy()
-        # The baked kernel holds the mapped weights, not sign(W) of the LNS layer...
+        # The baked kernel holds the mapped weights, not s * sign(W)...
         np.testing.assert_array_equal(latent, mapped)
-        assert flipped_fraction(layer) > 0.01
         # ...and its sign quantizer gives them back: +/- one scale per output channel.
         np.testing.assert_allclose(quantized_kernel(target).numpy(), mapped, rtol=1e-5, atol=0)
         magnitudes = np.abs(latent).reshape(-1, latent.shape[-1])
@@ -145,10 +145,9 @@ def test_baseline_resnet20_exports_every_binary_conv_as_lce_bconv(dorefa_models,
     assert report.float32_size_bytes is None and os.path.isfile(report.path)
 
 
-@pytest.mark.skipif(not os.path.isfile(CIFAR10), reason=f"no CIFAR-10 at {CIFAR10}")
-def test_keras_and_lce_agree_on_cifar10_test_images(dorefa_models, lns_export):
+def test_keras_and_lce_agree_on_cifar10_test_images(dorefa_models, lns_export, cifar_path):
     _, model = dorefa_models
-    images, labels = export.cifar10_test_images(CIFAR10, 200)
+    images, labels = export.cifar10_test_images(cifar_path, 200)
     assert images.shape == (200, 32, 32, 3) and abs(float(images.mean())) < 0.5
     agreement = export.verify(model, lns_export.flatbuffer, images, labels)
 

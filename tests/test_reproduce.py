@@ -1,0 +1,66 @@
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from .conftest import ROOT
+
+REPRODUCE = os.path.join(ROOT, "train", "reproduce.py")
+
+
+def _rows(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_tiny_campaign_every_arm_resume_and_skip(tmp_path):
+    runs = str(tmp_path / "runs")
+    command = [sys.executable, REPRODUCE, "--protocol", "tiny", "--dataset", "digits", "--runs_dir", runs]
+    # Interrupt the campaign inside the fine-tuning arm, after its first epoch.
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    log = os.path.join(runs, "dorefa", "seed0", "finetune", "log.csv")
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None:
+        if os.path.exists(log) and len(_rows(log)) >= 1:
+            os.killpg(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the campaign was not interrupted inside the finetune arm"
+
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "complete, skipped" in result.stdout  # the baseline was not trained again
+    with open(os.path.join(runs, "dorefa", "seed0", "finetune", "metrics.json")) as f:
+        finetune = json.load(f)
+    assert finetune["epochs_this_invocation"] == 1  # resumed, not restarted
+    assert [int(r["epoch"]) for r in _rows(log)] == [0, 1]
+
+    results = os.path.join(runs, "results")
+    rows = _rows(os.path.join(results, "results.csv"))
+    assert {r["arm"] for r in rows} == {"baseline", "finetune", "lns_no_noisy", "lns", "bonn"}
+    assert all(0 <= float(r["best_test_accuracy"]) <= 1 for r in rows)
+    with open(os.path.join(results, "results.md")) as f:
+        table = f.read()
+    assert "| dorefa | lns |" in table and "mean ± std" in table
+    assert os.path.getsize(os.path.join(results, "fig3_curves.png")) > 1000
+
+    again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and again.stdout.count("complete, skipped") == 5
+
+
+def test_sweep_dry_run_lists_the_grid(tmp_path):
+    result = subprocess.run(
+        [sys.executable, REPRODUCE, "--protocol", "tiny", "--dataset", "digits", "--runs_dir", str(tmp_path),
+         "--sweep", "rho=0,0.01,0.2", "--dry_run"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    commands = [line for line in result.stdout.splitlines() if "fit.py" in line]
+    assert len(commands) == 4  # the hold-out baseline and three LNS runs
+    assert all("--validation_size=10000" in c for c in commands)
+    assert any("--rho=0.2" in c and "--alpha=1.0" in c for c in commands)
+    bad = subprocess.run([sys.executable, REPRODUCE, "--sweep", "beta=1"], cwd=ROOT, capture_output=True, text=True)
+    assert bad.returncode != 0 and "--sweep must be" in bad.stderr

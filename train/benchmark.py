@@ -1,0 +1,94 @@
+"""Training and inference throughput (images/s) and peak memory of registry models.
+
+    python train/benchmark.py --models resnet20,resnet20_lns --batch_size 128
+
+Each model runs in its own process (so peak memory is its own), on a fixed random
+batch of the model's input shape (data loading is not measured), after warm-up
+steps that trace and compile the training function. The table reports the training
+step time relative to the first model, e.g. the cost of LNS over the baseline.
+"""
+
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import lns_larq  # noqa: F401
+from absl import app, flags, logging
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("models", ["resnet20", "resnet20_lns"], "Registry models to compare; the first is the reference.")
+flags.DEFINE_string("quantizer", "dorefa", "Baseline weight quantizer of binary models.")
+flags.DEFINE_integer("batch_size", 128, "Batch size.", lower_bound=1)
+flags.DEFINE_integer("steps", 20, "Timed training steps.", lower_bound=1)
+flags.DEFINE_integer("warmup", 5, "Untimed warm-up steps.", lower_bound=1)
+flags.DEFINE_list("input_shape", ["32", "32", "3"], "Input shape H,W,C.")
+flags.DEFINE_integer("num_classes", 10, "Classes.")
+flags.DEFINE_string("_worker", None, "Internal: measure this one model and print JSON.")
+
+
+def measure(name):
+    import numpy as np
+    import tensorflow as tf
+
+    from lns_larq import models
+
+    shape = tuple(int(v) for v in FLAGS.input_shape)
+    options = dict(num_classes=FLAGS.num_classes, input_shape=shape)
+    if models.split_name(name)[0] not in models._NO_METHOD:
+        options["quantizer"] = FLAGS.quantizer
+    model = models.get(name, **options)
+    model.compile(tf.keras.optimizers.SGD(0.01, momentum=0.9),
+                  tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((FLAGS.batch_size, *shape)).astype(np.float32)
+    y = rng.integers(0, FLAGS.num_classes, FLAGS.batch_size)
+    data = tf.data.Dataset.from_tensors((x, y)).repeat()
+    model.fit(data, steps_per_epoch=FLAGS.warmup, epochs=1, verbose=0)
+    start = time.perf_counter()
+    model.fit(data, steps_per_epoch=FLAGS.steps, epochs=1, verbose=0)
+    train_step = (time.perf_counter() - start) / FLAGS.steps
+    predict = tf.function(lambda v: model(v, training=False))
+    predict(x)
+    start = time.perf_counter()
+    for _ in range(FLAGS.steps):
+        predict(x).numpy()
+    infer_step = (time.perf_counter() - start) / FLAGS.steps
+    return {
+        "model": name,
+        "params": model.count_params(),
+        "train_step_s": train_step,
+        "train_images_per_s": FLAGS.batch_size / train_step,
+        "inference_images_per_s": FLAGS.batch_size / infer_step,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def main(argv):
+    logging.set_verbosity(logging.WARNING)
+    if FLAGS._worker:
+        print("RESULT " + json.dumps(measure(FLAGS._worker)))
+        return
+    passed = [a for a in sys.argv[1:] if not a.startswith("--models")]
+    results = []
+    for name in FLAGS.models:
+        proc = subprocess.run([sys.executable, __file__, *passed, f"--_worker={name}"],
+                              capture_output=True, text=True)
+        lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
+        if proc.returncode or not lines:
+            sys.exit(f"benchmark.py: error: {name} failed:\n{proc.stderr[-3000:]}")
+        results.append(json.loads(lines[-1][len("RESULT "):]))
+    ref = results[0]["train_step_s"]
+    print(f"batch {FLAGS.batch_size}, {FLAGS.steps} timed steps after {FLAGS.warmup} warm-up, "
+          f"input {','.join(FLAGS.input_shape)}")
+    print(f"{'model':<22}{'params':>11}{'train step':>12}{'train img/s':>13}{'infer img/s':>13}"
+          f"{'peak RSS':>11}{'step ratio':>12}")
+    for r in results:
+        print(f"{r['model']:<22}{r['params']:>11,}{r['train_step_s'] * 1000:>10.0f}ms"
+              f"{r['train_images_per_s']:>13.0f}{r['inference_images_per_s']:>13.0f}"
+              f"{r['peak_rss_mib']:>8.0f}MiB{r['train_step_s'] / ref:>11.2f}x")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,284 @@
+"""The paper's CIFAR-10 ablation (Table 1), sweeps (Figs. 4-5) and figures (Fig. 3).
+
+    python train/reproduce.py --protocol short --seeds 1          # Table 1 arms
+    python train/reproduce.py --protocol short --sweep alpha=0,0.1,0.5,1,2
+    python train/reproduce.py --protocol short --quantizers dorefa,xnor,binarynet
+
+Every run is one `train/fit.py` process in its own folder,
+`<runs_dir>/<quantizer>/seed<k>/<arm>`; a run whose metrics.json exists is skipped
+and an interrupted one resumes, so a campaign can be stopped and continued by
+rerunning the same command. The baseline of each quantizer is trained once (seed
+0); every arm and seed fine-tunes from it with the same schedule. Results go to
+`<results_dir>/results.{md,csv}` and PNG figures.
+
+Arms (paper Table 1, plus BONN):
+  baseline      the pretrained binary network, no fine-tuning
+  finetune      plain fine-tuning of the baseline
+  lns_no_noisy  LNS mapping, alpha = 0 (no noisy supervision)
+  lns           LNS with --alpha and --rho
+  bonn          BONN's Bayesian kernel and feature losses, fine-tuned likewise
+"""
+
+import csv
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIT = os.path.join(ROOT, "train", "fit.py")
+ARMS = ("baseline", "finetune", "lns_no_noisy", "lns", "bonn")
+
+# What each protocol runs. `short` finishes in about two hours on 2 CPU cores with
+# the real CIFAR-10 copy; `tiny` is for tests.
+PROTOCOLS = {
+    "paper": dict(
+        baseline=dict(epochs=400, lr=0.1, lr_schedule="cosine"),
+        finetune=dict(epochs=120, lr=0.01, lr_schedule="step", lr_boundaries="30,60,90"),
+        warmup_epochs=5,
+    ),
+    "short": dict(
+        baseline=dict(epochs=15, lr=0.1, lr_schedule="cosine"),
+        finetune=dict(epochs=4, lr=0.01, lr_schedule="step", lr_boundaries="2,3"),
+        warmup_epochs=1,
+    ),
+    "tiny": dict(
+        baseline=dict(epochs=1, lr=0.05, lr_schedule="constant", steps_per_epoch=3),
+        finetune=dict(epochs=2, lr=0.01, lr_schedule="step", lr_boundaries="1", steps_per_epoch=3),
+        warmup_epochs=1,
+        common=dict(train_subset=256, batch_size=32),
+    ),
+}
+
+flags.DEFINE_enum("protocol", "short", list(PROTOCOLS), "Recipe: paper (400 + 120 epochs), short (~2 h on 2 cores), tiny (tests).")
+flags.DEFINE_list("arms", list(ARMS), f"Arms to run, of {', '.join(ARMS)}.")
+flags.DEFINE_list("quantizers", ["dorefa"], "Baseline weight quantizers (Table 2 with several).")
+flags.DEFINE_integer("seeds", 1, "Fine-tuning seeds per arm (paper: 5).", lower_bound=1)
+flags.DEFINE_float("alpha", 1.0, "LNS alpha of the lns arm.", lower_bound=0)
+flags.DEFINE_float("rho", 0.005, "LNS noise rate of the lns arm.", lower_bound=0)
+flags.DEFINE_string("sweep", None, "alpha=v1,v2,... or rho=v1,... : LNS runs on the validation hold-out (Figs. 4, 5).")
+flags.DEFINE_integer("validation_size", 10000, "Hold-out of a sweep (the sweep's baseline trains without it).", lower_bound=1)
+flags.DEFINE_string("dataset", "cifar10", "Dataset (digits for a quick look).")
+flags.DEFINE_string("data_path", os.path.join(ROOT, "..", "shared", "data", "cifar10", "cifar10_jpegq75.npz"),
+                    "CIFAR-10 .npz or folder; empty for tensorflow-datasets.")
+flags.DEFINE_string("runs_dir", None, "Where runs go (default runs/<protocol>).")
+flags.DEFINE_string("results_dir", None, "Where results.md/csv and figures go (default <runs_dir>/results).")
+flags.DEFINE_bool("figures", True, "Write PNG figures.")
+flags.DEFINE_bool("dry_run", False, "Print the fit.py commands only.")
+
+
+def fit_args(protocol, arm, quantizer, seed, pretrained, validation_size=0, extra=None):
+    """The fit.py arguments of one run."""
+    spec = PROTOCOLS[protocol]
+    phase = spec["baseline"] if arm == "baseline" else spec["finetune"]
+    model = {"baseline": "resnet20", "finetune": "resnet20", "bonn": "resnet20_bonn"}.get(arm, "resnet20_lns")
+    options = dict(model=model, quantizer=quantizer, seed=seed, dataset=FLAGS.dataset, batch_size=128,
+                   optimizer="sgd", momentum=0.9, weight_decay=0.0, verbose=2)
+    options.update(**spec.get("common", {}), **phase)
+    if FLAGS.dataset == "cifar10" and FLAGS.data_path:
+        options["data_path"] = FLAGS.data_path
+    if validation_size:
+        options["validation_size"] = validation_size
+    if arm != "baseline":
+        options["pretrained"] = pretrained
+    if arm in ("lns", "lns_no_noisy"):
+        options.update(alpha=0.0 if arm == "lns_no_noisy" else FLAGS.alpha, rho=FLAGS.rho,
+                       warmup_epochs=spec["warmup_epochs"])
+    options.update(extra or {})
+    return [f"--{k}={v}" for k, v in options.items()]
+
+
+def run_fit(args, out):
+    """Run fit.py unless `out` holds a complete run; its log goes to out/fit.log."""
+    if os.path.exists(os.path.join(out, "metrics.json")):
+        print(f"complete, skipped: {out}")
+        return
+    command = [sys.executable, FIT, *args, f"--output_dir={out}"]
+    print(" ".join(command), flush=True)
+    if FLAGS.dry_run:
+        return
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "fit.log"), "a") as log:
+        result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    if result.returncode:
+        sys.exit(f"reproduce.py: error: run failed (exit {result.returncode}), see {out}/fit.log")
+
+
+def read_run(out):
+    """metrics.json and the per-epoch log of a complete run."""
+    with open(os.path.join(out, "metrics.json")) as f:
+        metrics = json.load(f)
+    with open(os.path.join(out, "log.csv")) as f:
+        rows = list(csv.DictReader(f))
+    return metrics, rows
+
+
+def _mean_std(values):
+    if not values:
+        return float("nan"), float("nan")
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def campaign(runs_dir):
+    """Run every arm; return {(quantizer, arm): [run folders]}."""
+    folders = {}
+    for quantizer in FLAGS.quantizers:
+        base_dir = os.path.join(runs_dir, quantizer, "seed0", "baseline")
+        run_fit(fit_args(FLAGS.protocol, "baseline", quantizer, 0, None), base_dir)
+        folders[(quantizer, "baseline")] = [base_dir]
+        for arm in FLAGS.arms:
+            if arm == "baseline":
+                continue
+            for seed in range(FLAGS.seeds):
+                out = os.path.join(runs_dir, quantizer, f"seed{seed}", arm)
+                run_fit(fit_args(FLAGS.protocol, arm, quantizer, seed, os.path.join(base_dir, "model.keras")), out)
+                folders.setdefault((quantizer, arm), []).append(out)
+    return folders
+
+
+def summarize(folders, results_dir):
+    """results.csv (one row per run) and results.md (one row per arm)."""
+    os.makedirs(results_dir, exist_ok=True)
+    rows = []
+    for (quantizer, arm), outs in folders.items():
+        for out in outs:
+            metrics, log = read_run(out)
+            rows.append(dict(
+                quantizer=quantizer, arm=arm, seed=metrics["config"]["seed"],
+                best_test_accuracy=metrics["best_val_accuracy"], final_test_accuracy=metrics["test_accuracy"],
+                final_flip_rate=metrics.get("final_flip_rate"), flip_rate_total=metrics.get("final_flip_rate_total"),
+                epochs=metrics["epochs"], wall_time_s=round(metrics["wall_time_s"]), run=os.path.relpath(out, ROOT),
+            ))
+    with open(os.path.join(results_dir, "results.csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    lines = [
+        f"Protocol `{FLAGS.protocol}`: {json.dumps(PROTOCOLS[FLAGS.protocol])}",
+        "",
+        "| quantizer | arm | best test acc % (mean ± std) | final test acc % | flip rate, last epoch | flipped since start | runs | wall time / run |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for (quantizer, arm) in folders:
+        mine = [r for r in rows if r["quantizer"] == quantizer and r["arm"] == arm]
+        best = [100 * r["best_test_accuracy"] for r in mine]
+        mean, std = _mean_std(best)
+        final = _mean_std([100 * r["final_test_accuracy"] for r in mine])[0]
+        flip = [r["final_flip_rate"] for r in mine if r["final_flip_rate"] is not None]
+        total = [r["flip_rate_total"] for r in mine if r["flip_rate_total"] is not None]
+        lines.append(
+            f"| {quantizer} | {arm} | {max(best):.2f} ({mean:.2f} ± {std:.2f}) | {final:.2f} | "
+            f"{_mean_std(flip)[0]:.4f} | {_mean_std(total)[0]:.4f} | {len(mine)} | "
+            f"{_mean_std([r['wall_time_s'] for r in mine])[0] / 60:.0f} min |"
+        )
+    with open(os.path.join(results_dir, "results.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return rows
+
+
+def figures(folders, results_dir):
+    """Fig. 3 analogue: training cross-entropy, test accuracy and flip rate per epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    panels = [("ce", "training cross-entropy"), ("val_accuracy", "test accuracy"), ("flip_rate", "binary-weight flip rate")]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for (quantizer, arm), outs in folders.items():
+        if arm == "baseline":
+            continue
+        logs = [read_run(out)[1] for out in outs]
+        for ax, (key, title) in zip(axes, panels):
+            series = [[float(r[key]) for r in log if r.get(key)] for log in logs]
+            n = min(len(s) for s in series)
+            if n == 0:
+                continue
+            values = np.array([s[:n] for s in series])
+            epochs = np.arange(1, n + 1)
+            label = arm if len(FLAGS.quantizers) == 1 else f"{quantizer}/{arm}"
+            ax.plot(epochs, values.mean(0), marker="o", label=label)
+            if len(values) > 1:
+                ax.fill_between(epochs, values.mean(0) - values.std(0), values.mean(0) + values.std(0), alpha=0.2)
+            ax.set_title(title)
+            ax.set_xlabel("fine-tuning epoch")
+    axes[0].legend()
+    fig.tight_layout()
+    path = os.path.join(results_dir, "fig3_curves.png")
+    fig.savefig(path, dpi=80)
+    print(f"wrote {path}")
+
+
+def sweep(runs_dir, results_dir):
+    """LNS accuracy on the validation hold-out against alpha or rho (Figs. 4, 5)."""
+    name, _, values = FLAGS.sweep.partition("=")
+    if name not in ("alpha", "rho") or not values:
+        sys.exit(f"reproduce.py: error: --sweep must be alpha=v1,v2,... or rho=v1,..., got {FLAGS.sweep!r}")
+    try:
+        grid = [float(v) for v in values.split(",")]
+    except ValueError:
+        sys.exit(f"reproduce.py: error: --sweep values must be numbers, got {values!r}")
+    quantizer = FLAGS.quantizers[0]
+    base_dir = os.path.join(runs_dir, quantizer, "holdout", "baseline")
+    run_fit(fit_args(FLAGS.protocol, "baseline", quantizer, 0, None, FLAGS.validation_size), base_dir)
+    results = []
+    for value in grid:
+        accs = []
+        for seed in range(FLAGS.seeds):
+            out = os.path.join(runs_dir, quantizer, "holdout", f"{name}{value:g}", f"seed{seed}")
+            extra = {name: value, **({"alpha": FLAGS.alpha} if name == "rho" else {})}
+            run_fit(fit_args(FLAGS.protocol, "lns", quantizer, seed, os.path.join(base_dir, "model.keras"),
+                             FLAGS.validation_size, extra), out)
+            if not FLAGS.dry_run:
+                accs.append(100 * read_run(out)[0]["best_val_accuracy"])
+        results.append((value, *_mean_std(accs)))
+    if FLAGS.dry_run:
+        return
+    os.makedirs(results_dir, exist_ok=True)
+    with open(os.path.join(results_dir, f"sweep_{name}.csv"), "w") as f:
+        f.write(f"{name},val_accuracy_mean,val_accuracy_std\n")
+        f.writelines(f"{v:g},{m:.4f},{s:.4f}\n" for v, m, s in results)
+    if FLAGS.figures:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        xs, means, stds = zip(*results)
+        ax.errorbar(range(len(xs)), means, yerr=stds, marker="o", capsize=3)
+        ax.set_xticks(range(len(xs)), [f"{v:g}" for v in xs])
+        ax.set_xlabel(name)
+        ax.set_ylabel("validation accuracy %")
+        fig.tight_layout()
+        fig.savefig(os.path.join(results_dir, f"sweep_{name}.png"), dpi=80)
+    print(f"sweep {name}: " + ", ".join(f"{v:g}: {m:.2f}±{s:.2f}" for v, m, s in results))
+
+
+def main(argv):
+    if len(argv) > 1:
+        sys.exit(f"reproduce.py: error: unexpected arguments {argv[1:]}")
+    unknown = set(FLAGS.arms) - set(ARMS)
+    if unknown:
+        sys.exit(f"reproduce.py: error: unknown arms {sorted(unknown)}; choose from {ARMS}")
+    runs_dir = FLAGS.runs_dir or os.path.join(ROOT, "runs", FLAGS.protocol)
+    results_dir = FLAGS.results_dir or os.path.join(runs_dir, "results")
+    if FLAGS.sweep:
+        sweep(runs_dir, results_dir)
+        return
+    folders = campaign(runs_dir)
+    if FLAGS.dry_run:
+        return
+    summarize(folders, results_dir)
+    if FLAGS.figures:
+        figures(folders, results_dir)
+
+
+if __name__ == "__main__":
+    app.run(main)
