@@ -305,12 +305,14 @@ class ExportReport:
             rows.append(("max |logit diff|", f"{a.max_abs_logit_diff:.3g}"))
             rows.append((f"logits within {a.atol:g}", f"{100 * a.close_fraction:.2f}% of images"))
             if a.keras_accuracy is not None:
-                rows.append(("accuracy", f"Keras {100 * a.keras_accuracy:.2f}%, LCE {100 * a.lce_accuracy:.2f}%"))
+                accuracies = f"Keras {100 * a.keras_accuracy:.2f}%, LCE {100 * a.lce_accuracy:.2f}%"
+                rows.append(("accuracy", accuracies))
         return rows
 
     def table(self):
-        width = max(len(name) for name, _ in self.rows())
-        return "\n".join(f"{name:<{width}}  {value}" for name, value in self.rows())
+        rows = self.rows()
+        width = max(len(name) for name, _ in rows)
+        return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 
     def to_json(self):
         fields = {k: v for k, v in dataclasses.asdict(self).items() if k != "flatbuffer"}

@@ -34,7 +34,7 @@ def calibrate_batch_norm(model, images):
 
 
 def lns_model(quantizer, seed=0, gain_sd=0.6):
-    """An LNS ResNet-20 whose mapping networks flip some of the binary weights.
+    r"""An LNS ResNet-20 whose mapping networks flip some of the binary weights.
 
     The mapping predicts a gain \(1 + f_\theta\) per weight, and a weight flips
     where the gain is negative; the last mapping layer gets random weights that
@@ -42,7 +42,8 @@ def lns_model(quantizer, seed=0, gain_sd=0.6):
     """
     tf.keras.utils.set_random_seed(seed)
     baseline = models.get("resnet20", quantizer=quantizer)
-    calibrate_batch_norm(baseline, np.random.RandomState(seed).standard_normal((64, 32, 32, 3)).astype(np.float32))
+    noise = np.random.RandomState(seed).standard_normal((64, 32, 32, 3)).astype(np.float32)
+    calibrate_batch_norm(baseline, noise)  # normalised images are ~N(0, 1) per channel
     model = lns_larq.lnsify(baseline)
     rng = np.random.RandomState(seed)
     for layer in lns.lns_layers(model):
@@ -101,7 +102,9 @@ def test_bake_keeps_predictions_and_removes_every_mapping_weight(quantizer, dore
 
     images = np.random.RandomState(1).standard_normal((16, 32, 32, 3)).astype(np.float32)
     expected = model(images, training=False).numpy()
-    np.testing.assert_allclose(baked(images, training=False).numpy(), expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+    np.testing.assert_allclose(
+        baked(images, training=False).numpy(), expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max()
+    )
     # The mapping matters: the baseline (sign of the same latent weights) predicts differently.
     assert np.abs(baseline(images, training=False).numpy() - expected).max() > 1e-2
 
@@ -131,9 +134,8 @@ def test_lns_resnet20_exports_every_binary_conv_as_lce_bconv(lns_export):
     assert os.path.getsize(report.float32_path) == report.float32_size_bytes
     assert export.op_counts(open(report.float32_path, "rb").read()).get("LceBconv2d", 0) == 0
     assert report.size_ratio > 10
-    assert report.binary_params == sum(
-        9 * c_in * c_out for c_in, c_out in [(16, 16)] * 6 + [(16, 32)] + [(32, 32)] * 5 + [(32, 64)] + [(64, 64)] * 5
-    )
+    channels = [(16, 16)] * 6 + [(16, 32)] + [(32, 32)] * 5 + [(32, 64)] + [(64, 64)] * 5
+    assert report.binary_params == sum(9 * c_in * c_out for c_in, c_out in channels)
     table = report.table()
     assert "LceBconv2d ops" in table and "18  (all converted)" in table and "size ratio" in table
 
@@ -212,13 +214,16 @@ def _export_cli(*args):
 
 
 def test_export_cli_missing_or_unreadable_model_is_one_clear_line(tmp_path):
-    result = _export_cli("--model_path", str(tmp_path / "nope.keras"), "--output", str(tmp_path / "a.tflite"))
+    missing = tmp_path / "nope.keras"
+    result = _export_cli("--model_path", str(missing), "--output", str(tmp_path / "a.tflite"))
     assert result.returncode != 0
-    assert result.stderr.strip().splitlines()[-1] == f"export.py: error: --model_path {tmp_path / 'nope.keras'}: no such file"
+    assert result.stderr.strip().splitlines() == [f"export.py: error: --model_path {missing}: no such file"]
 
     garbage = tmp_path / "garbage.keras"
     garbage.write_bytes(b"not a keras file")
-    result = _export_cli("--model_path", str(garbage), "--output", str(tmp_path / "b.tflite"), "--verify", "0")
+    result = _export_cli(
+        "--model_path", str(garbage), "--output", str(tmp_path / "b.tflite"), "--verify", "0"
+    )
     assert result.returncode != 0
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith(f"export.py: error: --model_path {garbage}: cannot load the model")

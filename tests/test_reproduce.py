@@ -64,3 +64,20 @@ def test_sweep_dry_run_lists_the_grid(tmp_path):
     assert any("--rho=0.2" in c and "--alpha=1.0" in c for c in commands)
     bad = subprocess.run([sys.executable, REPRODUCE, "--sweep", "beta=1"], cwd=ROOT, capture_output=True, text=True)
     assert bad.returncode != 0 and "--sweep must be" in bad.stderr
+
+
+def test_tiny_sweep_writes_csv_and_figure(tmp_path):
+    """A real (tiny) rho sweep on the validation hold-out: CSV and Fig. 5 analogue."""
+    results = tmp_path / "results"
+    result = subprocess.run(
+        [sys.executable, REPRODUCE, "--protocol", "tiny", "--dataset", "digits", "--runs_dir", str(tmp_path),
+         "--results_dir", str(results), "--sweep", "rho=0,0.05", "--validation_size", "200"],
+        cwd=ROOT, capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    rows = _rows(results / "sweep_rho.csv")
+    assert [float(r["rho"]) for r in rows] == [0.0, 0.05]
+    assert all(0 <= float(r["val_accuracy_mean"]) <= 100 for r in rows)
+    assert os.path.getsize(results / "sweep_rho.png") > 1000
+    with open(tmp_path / "dorefa" / "holdout" / "rho0.05" / "seed0" / "metrics.json") as f:
+        metrics = json.load(f)
+    assert metrics["validation"] == "holdout" and metrics["config"]["rho_pos"] == 0.05
