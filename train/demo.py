@@ -46,7 +46,8 @@ def main(argv):
     print(f"\nbaseline test accuracy {base['test_accuracy']:.4f}  ({base_dir})")
     print(f"LNS      test accuracy {lns['test_accuracy']:.4f}  warm-start agreement "
           f"{lns['warmup']['agreement']:.4f}  ({lns_dir})")
-    print(f"exported {tflite_path}: {report}")
+    print(f"exported {tflite_path}:")
+    print(report.table())
     print(f"outputs in {FLAGS.output_dir}: baseline/ and lns/ (model.keras, log.csv, metrics.json, "
           "tensorboard/), resnet20_lns.tflite")
 
