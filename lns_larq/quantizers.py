@@ -338,7 +338,9 @@ class LNSQuantizer(lq.quantizers._BaseQuantizer):
 def quantized_kernel(layer):
     """The kernel `layer` convolves with (inference mode, no auxiliary loss added)."""
     quantizer = layer.kernel_quantizer
-    latent = layer.kernel.latent_variable
+    # A tensor, not the variable: under tf.distribute the latent variable is a
+    # MirroredVariable, which `tf.custom_gradient` (ste_sign) rejects.
+    latent = tf.convert_to_tensor(layer.kernel.latent_variable)
     if isinstance(quantizer, LNSQuantizer):
         return quantizer(latent, training=False)
     return quantizer(latent)

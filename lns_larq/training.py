@@ -6,6 +6,13 @@ folder: `best.keras`, `last.keras` (every epoch), `model.keras` (final), `log.cs
 config again after a crash or kill resumes from the last completed epoch; a run
 whose `metrics.json` exists is complete.
 
+`strategy` names a `tf.distribute` strategy (`lns_larq.distribute`): the model is
+built and compiled in its scope, `batch_size` is the global batch (Keras splits each
+batch over the replicas) and `lr` is used as given, for that global batch (no
+scaling with the number of replicas). In a multi-worker run every worker runs the
+same config with the same `output_dir` on a shared filesystem; the chief writes
+the run's files, `BackupAndRestore` and the checkpoints coordinate themselves.
+
 For an LNS model with `warmup_epochs`, the mapping networks first train alone
 (`lns.mapping_only`, paper Sec. 4.1); the result is kept in `warmup.weights.h5`
 and `warmup.json` (agreement with `sign(W)`, test accuracy before and after).
@@ -16,19 +23,21 @@ import dataclasses
 import json
 import math
 import os
+import tempfile
 import time
 
 import numpy as np
 import tensorflow as tf
 
 from lns_larq import callbacks as lns_callbacks
-from lns_larq import data, models
+from lns_larq import data, distribute, imagenet, models
 from lns_larq.lns import _all_layers, copy_weights, is_binarized_conv, mapping_only
 from lns_larq.quantizers import WEIGHT_QUANTIZERS, scale_kind
 
 OPTIMIZERS = ("sgd", "adam")
 WARMUP_OBJECTIVES = ("noisy", "full")
 LR_SCHEDULES = ("constant", "step", "cosine")
+DATASETS = (*data.DATASETS, imagenet.NAME)
 
 
 class ConfigError(ValueError):
@@ -44,8 +53,10 @@ class TrainConfig:
     dataset: str = "cifar10"
     data_path: str | None = None
     data_dir: str | None = None
+    manual_dir: str | None = None  # imagenet2012: folder of the ILSVRC2012 archives
     epochs: int = 1
-    batch_size: int = 128
+    batch_size: int = 128  # global batch, split over the replicas of `strategy`
+    strategy: str = "default"
     optimizer: str = "sgd"
     lr: float = 0.1
     momentum: float = 0.9
@@ -94,7 +105,10 @@ class TrainConfig:
             (all(b > 0 for b in self.lr_boundaries), f"lr_boundaries must be positive epochs, got {self.lr_boundaries}"),
             (self.lr_factor > 0, f"lr_factor must be > 0, got {self.lr_factor}"),
             (self.quantizer in WEIGHT_QUANTIZERS, f"quantizer must be one of {sorted(WEIGHT_QUANTIZERS)}, got {self.quantizer!r}"),
-            (self.dataset in data.DATASETS, f"dataset must be one of {data.DATASETS}, got {self.dataset!r}"),
+            (self.dataset in DATASETS, f"dataset must be one of {DATASETS}, got {self.dataset!r}"),
+            (self.strategy in distribute.STRATEGIES, f"strategy must be one of {distribute.STRATEGIES}, got {self.strategy!r}"),
+            (self.dataset != imagenet.NAME or not self.data_path, "data_path is for CIFAR-10; imagenet2012 reads --data_dir/--manual_dir"),
+            (self.dataset != imagenet.NAME or not self.validation_size, "validation_size is for CIFAR-10; imagenet2012 validates on its validation split"),
             (self.steps_per_epoch >= 0, f"steps_per_epoch must be >= 0, got {self.steps_per_epoch}"),
             (self.train_subset >= 0, f"train_subset must be >= 0, got {self.train_subset}"),
             (self.validation_size >= 0, f"validation_size must be >= 0, got {self.validation_size}"),
@@ -208,15 +222,15 @@ def lr_at(config, epoch):
     return config.lr
 
 
-def _compile(model, optimizer, ce_weight=1.0):
+def _compile(model, optimizer, ce_weight=1.0, top5=False):
+    metrics = ["accuracy", tf.keras.metrics.SparseCategoricalCrossentropy(from_logits=True, name="ce")]
+    if top5:
+        metrics.append(tf.keras.metrics.SparseTopKCategoricalAccuracy(5, name="top5_accuracy"))
     model.compile(
         optimizer=optimizer,
         loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         loss_weights=[ce_weight],
-        metrics=[
-            "accuracy",
-            tf.keras.metrics.SparseCategoricalCrossentropy(from_logits=True, name="ce"),
-        ],
+        metrics=metrics,
     )
 
 
@@ -251,10 +265,13 @@ class _Elapsed(tf.keras.callbacks.Callback):
 
 def _evaluate(model, dataset):
     results = model.evaluate(dataset, verbose=0, return_dict=True)
-    return {"accuracy": float(results["accuracy"]), "loss": float(results["ce"])}
+    evaluation = {"accuracy": float(results["accuracy"]), "loss": float(results["ce"])}
+    if "top5_accuracy" in results:
+        evaluation["top5_accuracy"] = float(results["top5_accuracy"])
+    return evaluation
 
 
-def _warm_start(model, config, train, test, out, steps):
+def _warm_start(model, config, train, test, out, steps, write_dir=None):
     """Train the mapping networks alone; skipped when already done (resume).
 
     The paper updates the mapping "for warm start" with the other weights fixed but
@@ -264,24 +281,26 @@ def _warm_start(model, config, train, test, out, steps):
     both keep the pretrained binary network: on a CIFAR-10 ResNet-20, 20 SGD steps
     at lr 0.01 left 100 % of binary weights and test predictions unchanged.
     """
+    write_dir = write_dir or out
+    top5 = config.dataset == imagenet.NAME
     weights_path = os.path.join(out, "warmup.weights.h5")
     if os.path.exists(weights_path):
         model.load_weights(weights_path)
         with open(os.path.join(out, "warmup.json")) as f:
             return json.load(f)
-    _compile(model, "sgd")
+    _compile(model, "sgd", top5=top5)
     before = _evaluate(model, test)
     with mapping_only(model):
         _compile(
             model, make_optimizer(config.optimizer, config.warmup_lr or config.lr, config.momentum, 0.0),
-            ce_weight=1.0 if config.warmup_objective == "full" else 0.0,
+            ce_weight=1.0 if config.warmup_objective == "full" else 0.0, top5=top5,
         )
         model.fit(
             train, epochs=config.warmup_epochs, steps_per_epoch=steps, verbose=config.verbose,
             callbacks=[
                 lns_callbacks.LNSMonitor(),
                 tf.keras.callbacks.BackupAndRestore(os.path.join(out, "backup_warmup")),
-                tf.keras.callbacks.CSVLogger(os.path.join(out, "warmup_log.csv"), append=True),
+                tf.keras.callbacks.CSVLogger(os.path.join(write_dir, "warmup_log.csv"), append=True),
                 tf.keras.callbacks.TerminateOnNaN(),
             ],
         )
@@ -295,40 +314,68 @@ def _warm_start(model, config, train, test, out, steps):
     }
     report["accuracy_drop"] = before["accuracy"] - after["accuracy"]
     report["ok"] = report["agreement"] >= 0.99 and report["accuracy_drop"] <= 0.005
-    with open(os.path.join(out, "warmup.json"), "w") as f:
+    with open(os.path.join(write_dir, "warmup.json"), "w") as f:
         json.dump(report, f, indent=2)
-    model.save_weights(weights_path)
+    model.save_weights(os.path.join(write_dir, "warmup.weights.h5"))
     return report
 
 
 def run(config):
-    """Train `config.model` and return the metrics written to `metrics.json`."""
+    """Train `config.model` and return the metrics written to `metrics.json`.
+
+    The run happens in the scope of the `tf.distribute` strategy `config.strategy`.
+    """
     config.validate()
+    try:
+        strategy = distribute.get_strategy(config.strategy)
+    except distribute.StrategyError as e:
+        raise ConfigError(str(e)) from None
+    with strategy.scope():
+        return _run(config, strategy)
+
+
+def _run(config, strategy):
     out = config.output_dir
+    # Workers other than the chief write their files to a scratch folder (the
+    # run's folder is shared); Keras' checkpoint callbacks do the same themselves.
+    chief = distribute.is_chief(strategy)
+    write_dir = out if chief else tempfile.mkdtemp(prefix=f"worker{distribute.worker_index(strategy)}_")
     metrics_path = os.path.join(out, "metrics.json")
     if os.path.exists(metrics_path) and not config.overwrite:
         print(f"{out} is a complete run (metrics.json exists); pass overwrite to train again.")
         with open(metrics_path) as f:
             return json.load(f)
-    if config.overwrite:
+    if config.overwrite and chief:
         for name in ("metrics.json", "log.csv", "elapsed.json", "flip_reference.npz",
                      "warmup.weights.h5", "warmup.json", "warmup_log.csv"):
             if os.path.exists(os.path.join(out, name)):
                 os.remove(os.path.join(out, name))
     os.makedirs(out, exist_ok=True)
     tf.keras.utils.set_random_seed(config.seed)
-    arrays = data.load(config.dataset, config.data_path, config.data_dir)
-    train, val, test = data.pipelines(
-        arrays, config.batch_size, config.validation_size, config.train_subset, seed=config.seed
-    )
+    if config.dataset == imagenet.NAME:
+        source = imagenet.load(config.data_dir, config.manual_dir)
+        train, test = imagenet.pipelines(
+            source, config.batch_size, seed=config.seed, train_subset=config.train_subset,
+            drop_remainder=config.strategy == "tpu",
+        )
+        val, input_shape, num_classes = None, source.input_shape, source.num_classes
+        train_size = config.train_subset or source.num_examples("train") or 0
+    else:
+        arrays = data.load(config.dataset, config.data_path, config.data_dir)
+        train, val, test = data.pipelines(
+            arrays, config.batch_size, config.validation_size, config.train_subset, seed=config.seed
+        )
+        input_shape, num_classes = arrays.input_shape, arrays.num_classes
+        train_size = _train_size(arrays, config)
+    top5 = config.dataset == imagenet.NAME
     steps = config.steps_per_epoch or None
     if steps:
         train = train.repeat()
-    model = build_model(config, arrays.input_shape, arrays.num_classes)
+    model = build_model(config, input_shape, num_classes)
     if config.pretrained:
         load_pretrained(
             config.pretrained, model,
-            lambda: build_model(config, arrays.input_shape, arrays.num_classes, method=False),
+            lambda: build_model(config, input_shape, num_classes, method=False),
         )
     _, method = models.split_name(config.model)
     if method == "bonn":  # the prior and class centres start from the loaded weights and data
@@ -337,10 +384,10 @@ def run(config):
         bonn.initialize_state(model, train, max_batches=10)
     metrics = {}
     if config.warmup_epochs:
-        metrics["warmup"] = _warm_start(model, config, train, test, out, steps)
+        metrics["warmup"] = _warm_start(model, config, train, test, out, steps, write_dir)
         print(f"warm start: {json.dumps(metrics['warmup'])}")
 
-    _compile(model, make_optimizer(config.optimizer, config.lr, config.momentum, config.weight_decay))
+    _compile(model, make_optimizer(config.optimizer, config.lr, config.momentum, config.weight_decay), top5=top5)
     log_path = os.path.join(out, "log.csv")
     best = tf.keras.callbacks.ModelCheckpoint(
         os.path.join(out, "best.keras"), monitor="val_accuracy", mode="max", save_best_only=True
@@ -348,10 +395,10 @@ def run(config):
     previous_best = _best_so_far(log_path)
     if previous_best is not None:
         best.best = previous_best
-    elapsed = _Elapsed(os.path.join(out, "elapsed.json"))
+    elapsed = _Elapsed(os.path.join(write_dir, "elapsed.json"))
     callbacks = []
     if any(is_binarized_conv(layer) for layer in _all_layers(model)):
-        callbacks.append(lns_callbacks.FlipRate(reference_path=os.path.join(out, "flip_reference.npz")))
+        callbacks.append(lns_callbacks.FlipRate(reference_path=os.path.join(write_dir, "flip_reference.npz")))
     if method == "lns":
         callbacks.append(lns_callbacks.LNSMonitor())
     callbacks += [
@@ -360,7 +407,7 @@ def run(config):
         tf.keras.callbacks.BackupAndRestore(os.path.join(out, "backup")),
         best,
         tf.keras.callbacks.ModelCheckpoint(os.path.join(out, "last.keras")),
-        tf.keras.callbacks.CSVLogger(log_path, append=True),
+        tf.keras.callbacks.CSVLogger(os.path.join(write_dir, "log.csv"), append=True),
         tf.keras.callbacks.TensorBoard(os.path.join(out, "tensorboard"), profile_batch=0),
         tf.keras.callbacks.TerminateOnNaN(),
     ]
@@ -371,10 +418,10 @@ def run(config):
     )
     fit_seconds = time.time() - fit_start
     epochs_run = len(history.epoch)
-    images = epochs_run * (steps or math.ceil(_train_size(arrays, config) / config.batch_size)) * config.batch_size
+    images = epochs_run * (steps or math.ceil(train_size / config.batch_size)) * config.batch_size
     test_results = _evaluate(model, test)
     model_path = os.path.join(out, "model.keras")
-    model.save(model_path)
+    model.save(os.path.join(write_dir, "model.keras"))
     metrics.update(
         model=config.model,
         test_accuracy=test_results["accuracy"],
@@ -389,12 +436,14 @@ def run(config):
         config=dataclasses.asdict(config),
         model_path=model_path,
     )
-    with open(os.path.join(out, "log.csv")) as f:
+    if "top5_accuracy" in test_results:
+        metrics["test_top5_accuracy"] = test_results["top5_accuracy"]
+    with open(os.path.join(write_dir, "log.csv")) as f:
         rows = list(csv.DictReader(f))
     if rows and "flip_rate" in rows[-1]:
         metrics["final_flip_rate"] = float(rows[-1]["flip_rate"])
         metrics["final_flip_rate_total"] = float(rows[-1]["flip_rate_total"])
-    with open(metrics_path, "w") as f:
+    with open(os.path.join(write_dir, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2, default=_jsonable)
     return metrics
 

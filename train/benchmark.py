@@ -25,6 +25,8 @@ flags.DEFINE_integer("steps", 20, "Timed training steps.", lower_bound=1)
 flags.DEFINE_integer("warmup", 5, "Untimed warm-up steps.", lower_bound=1)
 flags.DEFINE_list("input_shape", ["32", "32", "3"], "Input shape H,W,C.")
 flags.DEFINE_integer("num_classes", 10, "Classes.")
+flags.DEFINE_float("mapping_width", None, "Hidden width of the LNS mapping networks of *_lns models "
+                   "(default: the quantizer's, 2 as in the paper).", lower_bound=0)
 flags.DEFINE_string("_worker", None, "Internal: measure this one model and print JSON.")
 
 
@@ -38,6 +40,8 @@ def measure(name):
     options = dict(num_classes=FLAGS.num_classes, input_shape=shape)
     if models.split_name(name)[0] not in models._NO_METHOD:
         options["quantizer"] = FLAGS.quantizer
+    if FLAGS.mapping_width is not None and models.split_name(name)[1] == "lns":
+        options["width"] = FLAGS.mapping_width
     model = models.get(name, **options)
     model.compile(tf.keras.optimizers.SGD(0.01, momentum=0.9),
                   tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
