@@ -12,10 +12,9 @@ lns = lns_larq.models.get("resnet18_bireal_lns", quantizer="xnor", width=0.5)
 ```
 """
 
-import larq as lq
 import tensorflow as tf
 
-from lns_larq.models.resnet import _bn, binary_conv_kwargs
+from lns_larq.models.resnet import _bn, binary_conv_kwargs, bireal_stages
 
 
 def resnet18_bireal(
@@ -63,28 +62,7 @@ def resnet18_bireal(
     )(inputs)
     x = _bn("conv1_bn")(x)
     x = tf.keras.layers.MaxPool2D(3, strides=2, padding="same", name="conv1_pool")(x)
-    for s, channels in enumerate(stages, start=1):
-        for b in range(1, blocks + 1):
-            for c in (1, 2):
-                name = f"stage{s}_block{b}_conv{c}"
-                downsample = s > 1 and b == 1 and c == 1
-                shortcut = x
-                if downsample:
-                    shortcut = tf.keras.layers.AveragePooling2D(
-                        2, padding="same", name=f"{name}_pool"
-                    )(x)
-                    shortcut = tf.keras.layers.Conv2D(
-                        channels, 1, use_bias=False, name=f"{name}_down"
-                    )(shortcut)
-                    shortcut = _bn(f"{name}_down_bn")(shortcut)
-                y = lq.layers.QuantConv2D(
-                    channels, 3, strides=2 if downsample else 1, name=name, **conv_kwargs
-                )(x)
-                y = _bn(f"{name}_bn")(y)
-                y = tf.keras.layers.PReLU(
-                    tf.keras.initializers.Constant(0.25), shared_axes=[1, 2], name=f"{name}_prelu"
-                )(y)
-                x = tf.keras.layers.Add(name=f"{name}_add")([y, shortcut])
+    x = bireal_stages(x, stages, blocks, conv_kwargs, prelu=True, pool_padding="same")
     x = tf.keras.layers.GlobalAveragePooling2D(name="pool")(x)
     outputs = tf.keras.layers.Dense(num_classes, name="logits")(x)
     name = f"resnet18_bireal_{quantizer}" if quantizer else "resnet18_bireal_fp"

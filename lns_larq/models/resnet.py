@@ -34,6 +34,37 @@ def _bn(name):
     return tf.keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=name)
 
 
+def bireal_stages(x, stages, blocks, conv_kwargs, prelu=False, relu=False, pool_padding="valid"):
+    """Stages of basic blocks with a shortcut around every 3x3 conv (Bi-Real).
+
+    Stage s > 1 starts with a stride-2 conv whose shortcut is a full-precision
+    average pool + 1x1 conv + BN. `prelu` adds a PReLU after each conv's BN (Bi-Real
+    + PReLU), `relu` a ReLU after each addition (the full-precision reference).
+    """
+    for s, channels in enumerate(stages, start=1):
+        for b in range(1, blocks + 1):
+            for c in (1, 2):
+                name = f"stage{s}_block{b}_conv{c}"
+                downsample = s > 1 and b == 1 and c == 1
+                shortcut = x
+                if downsample:
+                    shortcut = tf.keras.layers.AveragePooling2D(2, padding=pool_padding, name=f"{name}_pool")(x)
+                    shortcut = tf.keras.layers.Conv2D(channels, 1, use_bias=False, name=f"{name}_down")(shortcut)
+                    shortcut = _bn(f"{name}_down_bn")(shortcut)
+                y = lq.layers.QuantConv2D(
+                    channels, 3, strides=2 if downsample else 1, name=name, **conv_kwargs
+                )(x)
+                y = _bn(f"{name}_bn")(y)
+                if prelu:
+                    y = tf.keras.layers.PReLU(
+                        tf.keras.initializers.Constant(0.25), shared_axes=[1, 2], name=f"{name}_prelu"
+                    )(y)
+                x = tf.keras.layers.Add(name=f"{name}_add")([y, shortcut])
+                if relu:
+                    x = tf.keras.layers.ReLU(name=f"{name}_relu")(x)
+    return x
+
+
 def resnet20(quantizer="dorefa", num_classes=10, input_shape=(32, 32, 3), stages=(16, 32, 64), blocks=3):
     """Binary ResNet-20. `quantizer`: `"dorefa"`, `"xnor"`, `"binarynet"`, or `None`
     for the same network in full precision."""
@@ -43,23 +74,7 @@ def resnet20(quantizer="dorefa", num_classes=10, input_shape=(32, 32, 3), stages
     x = _bn("conv1_bn")(x)
     if quantizer is None:
         x = tf.keras.layers.ReLU(name="conv1_relu")(x)
-    for s, channels in enumerate(stages, start=1):
-        for b in range(1, blocks + 1):
-            for c in (1, 2):
-                name = f"stage{s}_block{b}_conv{c}"
-                downsample = s > 1 and b == 1 and c == 1
-                shortcut = x
-                if downsample:
-                    shortcut = tf.keras.layers.AveragePooling2D(2, name=f"{name}_pool")(x)
-                    shortcut = tf.keras.layers.Conv2D(channels, 1, use_bias=False, name=f"{name}_down")(shortcut)
-                    shortcut = _bn(f"{name}_down_bn")(shortcut)
-                y = lq.layers.QuantConv2D(
-                    channels, 3, strides=2 if downsample else 1, name=name, **conv_kwargs
-                )(x)
-                y = _bn(f"{name}_bn")(y)
-                x = tf.keras.layers.Add(name=f"{name}_add")([y, shortcut])
-                if quantizer is None:
-                    x = tf.keras.layers.ReLU(name=f"{name}_relu")(x)
+    x = bireal_stages(x, stages, blocks, conv_kwargs, relu=quantizer is None)
     x = tf.keras.layers.GlobalAveragePooling2D(name="pool")(x)
     outputs = tf.keras.layers.Dense(num_classes, name="logits")(x)
     name = f"resnet20_{quantizer}" if quantizer else "resnet20_fp"
