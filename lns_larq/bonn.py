@@ -116,6 +116,7 @@ from larq import utils
 
 from lns_larq import models
 from lns_larq.lns import _all_layers, copy_weights, is_binarized_conv
+from lns_larq.methods import Method
 
 __all__ = [
     "BONN_OPTIONS",
@@ -610,4 +611,23 @@ def bonnify(model, bonn_lambda=DEFAULT_LAMBDA, bonn_theta=DEFAULT_THETA, bonn_nu
     return bonn
 
 
-models.register_method("bonn", BONN_OPTIONS, bonnify)
+class BONN(Method):
+    """BONN as a training method (`<model>_bonn`): `bonnify`, and before `fit` the
+    prior and class centres start from the loaded weights and ten training batches."""
+
+    suffix = "bonn"
+    config_fields = {name: name for name in BONN_OPTIONS}
+
+    def wrap(self, model, **options):
+        return bonnify(model, **options)
+
+    def validate(self, config):
+        BayesianKernelLoss(config.bonn_lambda, config.bonn_nu)
+        if not config.bonn_theta >= 0:
+            raise ValueError(f"bonn_theta must be >= 0, got {config.bonn_theta}")
+
+    def prepare(self, run):
+        initialize_state(run.model, run.train, max_batches=10)
+
+
+models.register_method(BONN())

@@ -6,8 +6,7 @@ import larq as lq
 import numpy as np
 import tensorflow as tf
 
-from lns_larq.lns import _all_layers, is_binarized_conv, lns_layers
-from lns_larq.losses import unbiased_mse
+from lns_larq.lns import _all_layers, agreement, is_binarized_conv, lns_layers
 from lns_larq.quantizers import quantized_kernel
 
 
@@ -20,6 +19,37 @@ def binary_signs(model):
     }
 
 
+class LayerLog:
+    """Per-layer figures, one row per (epoch, figure, layer), appended to
+    `<directory>/layers.csv` and written to TensorBoard under `<directory>/tensorboard/layers`.
+
+    Per-layer figures stay out of the epoch logs, so the progress line shows only
+    the run's key figures; the long CSV format survives resumes and new figures.
+    """
+
+    def __init__(self, directory):
+        self.directory = directory
+        self._writer = None
+
+    def write(self, epoch, figures):
+        """`figures`: `{figure: {layer: value}}` for `epoch` (0-based)."""
+        os.makedirs(self.directory, exist_ok=True)
+        path = os.path.join(self.directory, "layers.csv")
+        new = not os.path.exists(path)
+        with open(path, "a") as f:
+            if new:
+                f.write("epoch,figure,layer,value\n")
+            for figure, values in figures.items():
+                f.writelines(f"{epoch},{figure},{layer},{value:.6g}\n" for layer, value in values.items())
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(os.path.join(self.directory, "tensorboard", "layers"))
+        with self._writer.as_default():
+            for figure, values in figures.items():
+                for layer, value in values.items():
+                    tf.summary.scalar(f"{figure}/{layer}", value, step=epoch)
+        self._writer.flush()
+
+
 class FlipRate(tf.keras.callbacks.Callback):
     """After every epoch, the fraction of binary weights whose sign flipped (Fig. 3c).
 
@@ -27,9 +57,10 @@ class FlipRate(tf.keras.callbacks.Callback):
     when this callback comes before them):
 
     - `flip_rate`: flipped since the previous epoch, over all binarized convs;
-    - `flip_rate_total`: differing from the weights when training began;
-    - `flip_rate/<layer>`: the per-epoch rate of each layer (`per_layer=True`).
+    - `flip_rate_total`: differing from the weights when training began.
 
+    The per-layer rates of the epoch are in `layer_figures["flip_rate"]` and, with
+    `layer_log_dir`, in its `layers.csv` and TensorBoard (see `LayerLog`).
     The binary weights are those the convs use (for LNS, sign of the mapping's
     prediction, not of the latent weights). Larq's `FlipRatio` metric counts flips
     between consecutive *steps*; the paper's curve is per epoch, hence this callback.
@@ -41,10 +72,11 @@ class FlipRate(tf.keras.callbacks.Callback):
     ```
     """
 
-    def __init__(self, per_layer=True, reference_path=None):
+    def __init__(self, reference_path=None, layer_log_dir=None):
         super().__init__()
-        self.per_layer = per_layer
         self.reference_path = reference_path
+        self.layer_log = LayerLog(layer_log_dir) if layer_log_dir else None
+        self.layer_figures = {}
         self._previous = None
         self._start = None
 
@@ -65,44 +97,84 @@ class FlipRate(tf.keras.callbacks.Callback):
         current = binary_signs(self.model)
         logs = logs if logs is not None else {}
         flipped = flipped_total = size = 0
+        per_layer = {}
         for name, signs in current.items():
             changed = int(np.count_nonzero(signs != self._previous[name]))
             flipped += changed
             flipped_total += int(np.count_nonzero(signs != self._start[name]))
             size += signs.size
-            if self.per_layer:
-                logs[f"flip_rate/{name}"] = changed / signs.size
+            per_layer[name] = changed / signs.size
         logs["flip_rate"] = flipped / size
         logs["flip_rate_total"] = flipped_total / size
+        self.layer_figures = {"flip_rate": per_layer}
+        if self.layer_log:
+            self.layer_log.write(epoch, self.layer_figures)
         self._previous = current
 
 
 class LNSMonitor(tf.keras.callbacks.Callback):
-    """Logs, after every epoch, the state of the model's LNS mappings:
+    """After every epoch, the state of the model's LNS mappings.
 
-    - `aux_loss`: the summed auxiliary loss \\(\\alpha \\sum_i \\tilde\\ell_i\\) (it
-      depends on the weights only, not on the data);
-    - `agreement`: the fraction of mapped binary weights equal to `sign(W)`.
+    Into the epoch logs (the progress line, history, CSV): `aux_loss`, the summed
+    auxiliary loss \\(\\alpha \\sum_i \\tilde\\ell_i\\) (it depends on the weights
+    only), and `agreement`, the fraction of mapped binary weights equal to their
+    noisy labels. Per layer (`layer_figures`, and `layer_log_dir`'s `LayerLog`):
+
+    - `disagreement`, `saturated` (\\(|\\hat q| > 0.99\\)) and `bound_derivative`
+      (mean \\(b'(z)\\)), see `LNSQuantizer.state`;
+    - `grad_ratio`, with a `sample` batch `(x, y)`: the norm of the auxiliary loss's
+      gradient on the layer's mapping parameters \\(\\theta\\) over that of the
+      cross-entropy on the sample (model in inference mode, so batch-norm
+      statistics are untouched). The auxiliary term uses the layer's alpha; with
+      alpha = 0 the ratio is 0.
 
     ```python
-    model.fit(data, epochs=3, callbacks=[lns_larq.callbacks.LNSMonitor()])
+    model.fit(data, epochs=3, callbacks=[lns_larq.callbacks.LNSMonitor(sample=(x, y))])
     ```
     """
+
+    def __init__(self, sample=None, layer_log_dir=None):
+        super().__init__()
+        self.sample = sample
+        self.layer_log = LayerLog(layer_log_dir) if layer_log_dir else None
+        self.layer_figures = {}
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
             logs.update(lns_state(self.model))
+        self.layer_figures = lns_layer_state(self.model, self.sample)
+        if self.layer_log:
+            self.layer_log.write(epoch, self.layer_figures)
+
+
+def lns_layer_state(model, sample=None):
+    """`{figure: {layer: value}}` of a model's LNS layers (see `LNSMonitor`)."""
+    figures = {}
+    layers = lns_layers(model)
+    for layer in layers:
+        latent = tf.convert_to_tensor(layer.kernel.latent_variable)
+        for key, value in layer.kernel_quantizer.state(latent).items():
+            figures.setdefault(key, {})[layer.name] = value
+    if sample is not None:
+        x, y = sample
+        thetas = [layer.kernel_quantizer.network.trainable_weights for layer in layers]
+        with tf.GradientTape(persistent=True) as tape:
+            logits = model(x, training=False)
+            ce = tf.reduce_mean(tf.keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True))
+            aux = [layer.kernel_quantizer.auxiliary_loss(tf.convert_to_tensor(layer.kernel.latent_variable))
+                   for layer in layers]
+        for layer, theta, aux_loss in zip(layers, thetas, aux):
+            g_ce = tf.linalg.global_norm(tape.gradient(ce, theta))
+            g_aux = tf.linalg.global_norm(tape.gradient(aux_loss, theta))
+            figures.setdefault("grad_ratio", {})[layer.name] = float(g_aux / (g_ce + 1e-30))
+        del tape
+    return figures
 
 
 def lns_state(model):
     """`{"aux_loss": ..., "agreement": ...}` of a model's LNS layers (see LNSMonitor)."""
-    aux, agree, size = 0.0, 0, 0
-    for layer in lns_layers(model):
-        q = layer.kernel_quantizer
-        latent = tf.convert_to_tensor(layer.kernel.latent_variable)
-        q_hat = q.predict_continuous(latent)
-        labels = lq.math.sign(latent)
-        aux += q.alpha * float(tf.reduce_mean(unbiased_mse(q_hat, labels, q.rho_pos, q.rho_neg)))
-        agree += int(tf.math.count_nonzero(lq.math.sign(q_hat) == labels))
-        size += int(tf.size(latent))
-    return {"aux_loss": aux, "agreement": agree / size if size else float("nan")}
+    aux = sum(
+        float(layer.kernel_quantizer.auxiliary_loss(tf.convert_to_tensor(layer.kernel.latent_variable)))
+        for layer in lns_layers(model)
+    )
+    return {"aux_loss": aux, "agreement": agreement(model)}

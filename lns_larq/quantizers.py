@@ -25,6 +25,7 @@ __all__ = [
     "DoReFaSign",
     "LNSQuantizer",
     "WEIGHT_QUANTIZERS",
+    "mapping_network",
     "scale_kind",
     "weight_scale",
 ]
@@ -125,6 +126,72 @@ def _images_as_filters(images, kernel_shape):
     return tf.reshape(kernel, kernel_shape)
 
 
+def _bound(kind, z):
+    return tf.tanh(z) if kind == "tanh" else tf.clip_by_value(z, -1.0, 1.0)
+
+
+def _bound_derivative(kind, z):
+    """d b(z) / dz: how much of a gradient at the output reaches the pre-activation."""
+    if kind == "tanh":
+        return 1.0 - tf.square(tf.tanh(z))
+    return tf.cast(tf.abs(z) <= 1.0, z.dtype)
+
+
+def mapping_network(kind, filter_shape, width=2.0, decay=0.0, zero_last=False, name="mapping"):
+    r"""The mapping \(f_\theta\) of one layer, a Keras model from filters to filters.
+
+    Input and output are batches of filters seen as images, `(n, kh, kw, c_in)`.
+
+    - `"conv3"` (the paper's): three 3x3 convs, c -> wc -> wc -> c, padding "same",
+      each hidden conv followed by `LayerNormalization` over the filter's axes and
+      ReLU. The paper puts batch normalisation there; its batch would be the layer's
+      filters, coupling them and behaving differently in training and inference.
+      Normalising each filter on its own keeps every binary weight a function of its
+      own filter, identically in training, inference and export.
+    - `"mlp"`: the flattened filter (d = kh kw c) through d -> wd -> d.
+    - `"linear"`: one d x d affine map of the flattened filter.
+
+    `decay` is an L2 penalty on the kernels (weight decay on \(\theta\)), added to
+    `model.losses`; `zero_last` starts the last layer at zero (the gated form).
+
+    ```python
+    net = lns_larq.quantizers.mapping_network("conv3", (3, 3, 16))
+    net(tf.zeros((32, 3, 3, 16))).shape  # (32, 3, 3, 16)
+    ```
+    """
+    kh, kw, c = (int(d) for d in filter_shape)
+    layers = tf.keras.layers
+    reg = tf.keras.regularizers.L2(decay) if decay else None
+    last_init = "zeros" if zero_last else "glorot_uniform"
+    if kind == "conv3":
+        hidden = max(1, int(round(width * c)))
+        stack = []
+        for _ in range(2):
+            stack += [
+                layers.Conv2D(hidden, 3, padding="same", use_bias=False,
+                              kernel_initializer="he_normal", kernel_regularizer=reg),
+                layers.LayerNormalization(axis=[1, 2, 3], epsilon=1e-5),
+                layers.ReLU(),
+            ]
+        stack.append(layers.Conv2D(c, 3, padding="same", kernel_initializer=last_init,
+                                   kernel_regularizer=reg))
+    else:
+        d = kh * kw * c
+        stack = [layers.Flatten()]
+        if kind == "mlp":
+            stack += [
+                layers.Dense(max(1, int(round(width * d))), use_bias=False,
+                             kernel_initializer="he_normal", kernel_regularizer=reg),
+                layers.LayerNormalization(axis=-1, epsilon=1e-5),
+                layers.ReLU(),
+            ]
+        stack += [layers.Dense(d, kernel_initializer=last_init, kernel_regularizer=reg),
+                  layers.Reshape((kh, kw, c))]
+    net = tf.keras.Sequential(stack, name=name)
+    net.build((None, kh, kw, c))
+    return net
+
+
 @utils.register_alias("lns")
 @utils.register_keras_custom_object
 class LNSQuantizer(lq.quantizers._BaseQuantizer):
@@ -132,43 +199,53 @@ class LNSQuantizer(lq.quantizers._BaseQuantizer):
 
     Replaces \(\tilde Q = \mathrm{sign}(W)\) by the prediction of a small network
     \(f_\theta\) that sees each output filter \(W \in \mathbb{R}^{k\times k\times c}\)
-    as a whole (paper Eq. 4), binarized with a straight-through estimator:
+    as a whole (paper Eq. 4):
 
     \[
-    \hat Q_c = b\big(W_n \odot (1 + f_\theta(W_n))\big),\quad W_n = W / \mathrm{rms}(W),
-    \qquad Q = s \cdot \mathrm{sign}(\hat Q_c)
+    z = f_\theta(W_n),\quad W_n = W / \mathrm{rms}(W),\qquad
+    \hat Q_c = b(z),\qquad Q = s \cdot \mathrm{sign}(\hat Q_c)
     \]
 
-    where `rms` is taken per filter, \(b\) is the output bound (`tanh` or `hardtanh`)
-    and \(s\) the scale of the baseline quantizer being replaced (see
-    `weight_scale`). \(f_\theta\) predicts a gain for every weight from the whole
-    filter; a weight's binary value differs from its sign where the gain goes
-    negative. The last layer of \(f_\theta\) starts at zero, so an untrained mapping
-    reproduces \(\mathrm{sign}(W)\) exactly, and the noisy supervision alone only
-    raises the gains of weights that agree with their labels: a warm start keeps the
-    pretrained binary network (an additive residual \(W_n + f_\theta\) flipped
-    0.15-1.7 % of a CIFAR-10 ResNet-20's binary weights in 20 warm-start steps).
+    with `rms` per filter, \(b\) the output bound (`tanh` or `hardtanh`), \(s\) the
+    scale of the baseline quantizer being replaced (see `weight_scale`), and a
+    straight-through estimator for the sign. \(f_\theta\) starts random: the warm
+    start (`lns_larq.lns.warm_start`) trains it to reproduce \(\mathrm{sign}(W)\), up
+    to the weights it corrects.
 
-    In training (`training=True`, as under `fit`) the noisy labels \(\tilde Q = \mathrm{sign}(W)\) of the *current*
-    latent weights (no gradient through them) supervise \(\hat Q_c\) through the
-    corrected loss of Eq. 15, registered with `add_loss`:
-    \(\alpha \cdot \mathrm{mean}\,\tilde\ell(\hat q, \tilde q)\). Keras `fit` then
-    minimises \(\ell_{cls} + \alpha \sum_i \tilde\ell_i\) (Eq. 21), and the auxiliary
-    gradient reaches both \(\theta\) and \(W\) (Eqs. 19, 20).
+    **Noisy supervision.** In training (`training=True`, as under `fit`) the noisy
+    labels \(\tilde Q\) supervise the mapping through the corrected loss of Eq. 15,
+    registered with `add_loss` as \(\alpha\,\mathrm{mean}\,\tilde\ell\). Keras `fit`
+    then minimises \(\ell_{cls} + \alpha\sum_i\tilde\ell_i\) (Eq. 21); the auxiliary
+    gradient reaches \(\theta\) and \(W\) (Eqs. 19, 20). Eq. 15 equals
+    \((\hat q - t)^2 + 1 - t^2\) with \(t = (\tilde q + \rho_{+1} - \rho_{-1}) /
+    (1 - \rho_{+1} - \rho_{-1})\), so its minimum lies at \(|t| > 1\), outside any
+    bound. Applied to the bounded output (`loss_input="output"`), it drives \(z\)
+    without limit into tanh's saturation, where the classification gradient
+    (\(\propto b'(z)\)) dies: measured on CIFAR-10, the old gated design ended with
+    \(\mathrm{mean}(1 - \hat q^2) \le 0.02\) and no binary weight ever disagreed with
+    \(\mathrm{sign}(W)\). Applied to the pre-activation (`loss_input="preactivation"`,
+    the default), \(z\) settles at \(\pm t \approx \pm 1.01\), where
+    \(\tanh'(z) \approx 0.41\): both losses keep their gradient. (With `hardtanh`,
+    \(b'(\pm 1.01) = 0\), so keep `tanh` for `"preactivation"`.)
 
-    Mappings (`mapping=`):
+    **Labels.** `labels="current"` (default, the paper's Algorithm 1): \(\tilde Q =
+    \mathrm{sign}(W)\) of the current latent weights, recomputed every step, without
+    gradient. `labels="pretrained"`: \(\mathrm{sign}(W_0)\), frozen by
+    `freeze_labels` (which `lnsify` calls) when the model is converted and saved
+    with it; until frozen, the current signs are used.
 
-    - `"conv3"` (the paper's): three 3x3 convs, c -> 2c -> 2c -> c (`width` sets the
-      2), padding 1, stride 1, normalisation and ReLU after the first two.
-    - `"mlp"`: the flattened filter (d = k*k*c) through d -> width*d -> d.
-    - `"linear"`: one d x d affine map of the flattened filter.
+    **Correction versus memorisation.** The paper's conv3 mapping has 72 c^2
+    parameters, more than the layer has weights, so trained long enough it fits
+    every noisy label. What it corrects first and forgets later is decided by
+    `width`, `decay` (L2 on \(\theta\)) and the length of the warm start; measured
+    on the controlled task of `lns_larq.noisy_filters` (see `docs/controlled.md`).
 
-    The paper puts batch normalisation after the first two convs; its "batch" would
-    be the layer's filters, which couples the filters and changes the mapping between
-    training and inference. Each filter is normalised on its own instead (mean and
-    variance over its k x k x 2c activations, learned gain and bias per channel), so
-    a binary weight depends only on its own filter, identically in training,
-    inference and export.
+    **Gated form** (`gated=True`, the project's first design, kept to compare):
+    \(z = W_n \odot (1 + f_\theta(W_n))\) with the last layer of \(f_\theta\) at
+    zero, so the untrained mapping is \(\mathrm{sign}(W)\) exactly. Per element,
+    Eq. 15 never favours a flip, and it only raises the gains, so the gated mapping
+    stays at \(\mathrm{sign}(W)\): on the controlled task it corrects none of the
+    flipped weights.
 
     ```python
     conv = lq.layers.QuantConv2D(
@@ -180,16 +257,19 @@ class LNSQuantizer(lq.quantizers._BaseQuantizer):
     ```
 
     # Arguments
-        mapping: `"conv3"`, `"mlp"` or `"linear"`.
+        mapping: `"conv3"` (paper), `"mlp"` or `"linear"` (see `mapping_network`).
         scale: `"layer"` (DoReFa), `"channel"` (XNOR) or `None` (BinaryNet).
         alpha: Weight of the auxiliary loss; 0 adds none (the "w/o noisy
             supervision" ablation).
         rho_pos: \(P(\tilde q=-1 \mid q=+1)\), see `lns_larq.losses.unbiased_mse`.
         rho_neg: \(P(\tilde q=+1 \mid q=-1)\); defaults to `rho_pos`.
-        bound: `"tanh"` (default: keeps a gradient where the corrected loss pushes
-            \(\hat q\) beyond \(\pm 1\)) or `"hardtanh"`.
-        width: Hidden width of the mapping relative to its input (paper: 2). Lower
-            it to cut the 72 c^2 parameters of a conv3 mapping on wide layers.
+        bound: `"tanh"` (default) or `"hardtanh"`.
+        width: Hidden width of the mapping relative to its input (paper: 2).
+        decay: L2 weight decay on the mapping's kernels (0: none).
+        gated: The gated form above instead of the paper's \(z = f_\theta(W_n)\).
+        loss_input: `"preactivation"` (Eq. 15 on \(z\), default) or `"output"`
+            (on \(\hat Q_c\)).
+        labels: `"current"` or `"pretrained"`, see above.
         metrics: Larq quantizer metrics, e.g. `["flip_ratio"]`.
 
     # References
@@ -200,6 +280,8 @@ class LNSQuantizer(lq.quantizers._BaseQuantizer):
     precision = 1
     MAPPINGS = ("conv3", "mlp", "linear")
     BOUNDS = ("tanh", "hardtanh")
+    LOSS_INPUTS = ("preactivation", "output")
+    LABELS = ("current", "pretrained")
 
     def __init__(
         self,
@@ -210,18 +292,25 @@ class LNSQuantizer(lq.quantizers._BaseQuantizer):
         rho_neg=None,
         bound="tanh",
         width=2.0,
+        decay=0.0,
+        gated=False,
+        loss_input="preactivation",
+        labels="current",
         **kwargs,
     ):
-        if mapping not in self.MAPPINGS:
-            raise ValueError(f"mapping must be one of {self.MAPPINGS}, got {mapping!r}.")
-        if scale not in SCALE_KINDS:
-            raise ValueError(f"scale must be one of {SCALE_KINDS}, got {scale!r}.")
-        if bound not in self.BOUNDS:
-            raise ValueError(f"bound must be one of {self.BOUNDS}, got {bound!r}.")
+        for name, value, choices in (
+            ("mapping", mapping, self.MAPPINGS), ("scale", scale, SCALE_KINDS),
+            ("bound", bound, self.BOUNDS), ("loss_input", loss_input, self.LOSS_INPUTS),
+            ("labels", labels, self.LABELS),
+        ):
+            if value not in choices:
+                raise ValueError(f"{name} must be one of {choices}, got {value!r}.")
         if not alpha >= 0:
             raise ValueError(f"alpha must be >= 0, got {alpha!r}.")
         if not width > 0:
             raise ValueError(f"width must be > 0, got {width!r}.")
+        if not decay >= 0:
+            raise ValueError(f"decay must be >= 0, got {decay!r}.")
         rho_neg = rho_pos if rho_neg is None else rho_neg
         check_noise_rates(rho_pos, rho_neg)
         self.mapping = mapping
@@ -231,6 +320,11 @@ class LNSQuantizer(lq.quantizers._BaseQuantizer):
         self.rho_neg = float(rho_neg)
         self.bound = bound
         self.width = float(width)
+        self.decay = float(decay)
+        self.gated = bool(gated)
+        self.loss_input = loss_input
+        self.labels = labels
+        self.use_labels = False  # see lns_larq.lns.labels_as_weights
         super().__init__(**kwargs)
 
     def build(self, input_shape):
@@ -240,87 +334,86 @@ class LNSQuantizer(lq.quantizers._BaseQuantizer):
                 f"LNSQuantizer maps conv2d (rank 4) or dense (rank 2) kernels, got "
                 f"shape {shape}."
             )
-        kh, kw, c_in = (1, 1, shape[0]) if shape.rank == 2 else shape[:3]
-        ops = []
-        zeros, he = "zeros", "he_normal"
-
-        def dense(name, n_in, n_out, last):
-            return (
-                self.add_weight(f"{name}_kernel", (n_in, n_out), initializer=zeros if last else he),
-                self.add_weight(f"{name}_bias", (n_out,), initializer="zeros"),
+        filter_shape = (1, 1, shape[0]) if shape.rank == 2 else shape[:3]
+        self.network = mapping_network(
+            self.mapping, filter_shape, self.width, self.decay, zero_last=self.gated
+        )
+        if self.labels == "pretrained":
+            self.pretrained_labels = self.add_weight(
+                "pretrained_labels", shape, initializer="zeros", trainable=False
             )
-
-        if self.mapping == "conv3":
-            hidden = max(1, int(round(self.width * c_in)))
-            sizes = [(c_in, hidden), (hidden, hidden), (hidden, c_in)]
-            for i, (n_in, n_out) in enumerate(sizes):
-                last = i == len(sizes) - 1
-                kernel = self.add_weight(
-                    f"conv{i + 1}_kernel", (3, 3, n_in, n_out),
-                    initializer=zeros if last else he,
-                )
-                if last:
-                    ops.append(("conv", kernel, self.add_weight(
-                        f"conv{i + 1}_bias", (n_out,), initializer="zeros")))
-                else:
-                    ops.append(("conv", kernel, None))
-                    ops.append(("norm", *self._norm_weights(f"norm{i + 1}", n_out)))
-        else:
-            d = kh * kw * c_in
-            if self.mapping == "mlp":
-                hidden = max(1, int(round(self.width * d)))
-                ops.append(("dense", *dense("dense1", d, hidden, last=False)))
-                ops.append(("norm", *self._norm_weights("norm1", hidden)))
-                ops.append(("dense", *dense("dense2", hidden, d, last=True)))
-            else:
-                ops.append(("dense", *dense("dense1", d, d, last=True)))
-        # add_weight already tracks the variables; a tracked list would alias them.
-        object.__setattr__(self, "_mapping_ops", tuple(ops))
         super().build(input_shape)
 
-    def _norm_weights(self, name, channels):
-        return (
-            self.add_weight(f"{name}_gamma", (channels,), initializer="ones"),
-            self.add_weight(f"{name}_beta", (channels,), initializer="zeros"),
-        )
+    @property
+    def non_trainable_weights(self):
+        # Larq's base quantizer hides its non-trainable weights (metric state); the
+        # frozen labels must be saved with the model.
+        return [self.pretrained_labels] if hasattr(self, "pretrained_labels") else []
 
-    def predict_continuous(self, kernel):
-        """The continuous prediction \\(\\hat Q_c = b(W_n (1 + f_\\theta(W_n)))\\)."""
+    def freeze_labels(self, kernel):
+        """Freeze \\(\\mathrm{sign}(W_0)\\) of `kernel` as the noisy labels (`labels="pretrained"`)."""
+        if self.labels == "pretrained":
+            self.pretrained_labels.assign(lq.math.sign(tf.convert_to_tensor(kernel)))
+
+    def noisy_labels(self, kernel):
+        """The noisy labels \\(\\tilde Q\\) of `kernel`, without gradient."""
+        current = tf.stop_gradient(lq.math.sign(kernel))
+        if self.labels == "current":
+            return current
+        frozen = tf.convert_to_tensor(self.pretrained_labels)
+        return tf.where(frozen != 0, frozen, current)
+
+    def preactivation(self, kernel):
+        """The mapping's pre-activation \\(z\\), in the shape of `kernel`."""
         images = _filters_as_images(kernel)
         rms = tf.sqrt(tf.reduce_mean(tf.square(images), axis=[1, 2, 3], keepdims=True))
-        x = images / (rms + 1e-12)
-        if self.mapping != "conv3":
-            x = tf.reshape(x, [tf.shape(x)[0], -1])
-        residual = x
-        for kind, w, b in self._mapping_ops:
-            if kind == "conv":
-                x = tf.nn.conv2d(x, w, strides=1, padding="SAME")
-                if b is not None:
-                    x = x + b
-            elif kind == "dense":
-                x = tf.matmul(x, w) + b
-            else:  # per-filter normalisation, then ReLU
-                axes = list(range(1, len(x.shape)))
-                mean, var = tf.nn.moments(x, axes=axes, keepdims=True)
-                x = tf.nn.relu((x - mean) * tf.math.rsqrt(var + 1e-5) * w + b)
-        x = residual * (1.0 + x)
-        if self.mapping != "conv3":
-            x = tf.reshape(x, tf.shape(images))
-        x = tf.tanh(x) if self.bound == "tanh" else tf.clip_by_value(x, -1.0, 1.0)
-        return _images_as_filters(x, tf.shape(kernel))
+        w_n = images / (rms + 1e-12)
+        z = self.network(w_n)
+        if self.gated:
+            z = w_n * (1.0 + z)
+        return _images_as_filters(z, tf.shape(kernel))
+
+    def predict_continuous(self, kernel):
+        """The continuous prediction \\(\\hat Q_c = b(z)\\)."""
+        return _bound(self.bound, self.preactivation(kernel))
+
+    def auxiliary_loss(self, kernel, z=None):
+        """\\(\\alpha\\,\\mathrm{mean}\\,\\tilde\\ell\\) of paper Eq. 15 for this layer (Eq. 17)."""
+        z = self.preactivation(kernel) if z is None else z
+        prediction = z if self.loss_input == "preactivation" else _bound(self.bound, z)
+        return self.alpha * tf.reduce_mean(
+            unbiased_mse(prediction, self.noisy_labels(kernel), self.rho_pos, self.rho_neg)
+        )
 
     def call(self, inputs, training=None):
-        q_hat = self.predict_continuous(inputs)
+        if self.use_labels:  # the network at its noisy labels, e.g. the pretrained one
+            return super().call(weight_scale(inputs, self.scale) * self.noisy_labels(inputs))
+        z = self.preactivation(inputs)
         # Algorithm 1 computes the auxiliary loss in training only; a loss added while
         # Keras builds a functional model (training=None) would outlive its graph.
         if self.alpha > 0 and training:
-            noisy_labels = tf.stop_gradient(lq.math.sign(inputs))
-            self.add_loss(
-                self.alpha
-                * tf.reduce_mean(unbiased_mse(q_hat, noisy_labels, self.rho_pos, self.rho_neg))
-            )
-        outputs = weight_scale(inputs, self.scale) * lq.quantizers.ste_sign(q_hat)
+            self.add_loss(self.auxiliary_loss(inputs, z))
+        outputs = weight_scale(inputs, self.scale) * lq.quantizers.ste_sign(_bound(self.bound, z))
         return super().call(outputs)
+
+    def state(self, kernel):
+        """Diagnostics of the mapping on `kernel` (inference mode), as Python floats.
+
+        - `disagreement`: fraction of binary weights whose sign differs from the
+          noisy labels;
+        - `saturated`: fraction with \\(|\\hat q| > 0.99\\), where the classification
+          gradient reaching \\(z\\) is cut to under 2 % (tanh) or to zero (hardtanh);
+        - `bound_derivative`: mean \\(b'(z)\\), the factor the classification gradient
+          keeps on its way to \\(\\theta\\) and \\(W\\).
+        """
+        z = self.preactivation(kernel)
+        q_hat = _bound(self.bound, z)
+        labels = self.noisy_labels(kernel)
+        return {
+            "disagreement": float(tf.reduce_mean(tf.cast(lq.math.sign(q_hat) != labels, tf.float32))),
+            "saturated": float(tf.reduce_mean(tf.cast(tf.abs(q_hat) > 0.99, tf.float32))),
+            "bound_derivative": float(tf.reduce_mean(_bound_derivative(self.bound, z))),
+        }
 
     def get_config(self):
         return {
@@ -332,6 +425,10 @@ class LNSQuantizer(lq.quantizers._BaseQuantizer):
             "rho_neg": self.rho_neg,
             "bound": self.bound,
             "width": self.width,
+            "decay": self.decay,
+            "gated": self.gated,
+            "loss_input": self.loss_input,
+            "labels": self.labels,
         }
 
 

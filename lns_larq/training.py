@@ -13,9 +13,13 @@ scaling with the number of replicas). In a multi-worker run every worker runs th
 same config with the same `output_dir` on a shared filesystem; the chief writes
 the run's files, `BackupAndRestore` and the checkpoints coordinate themselves.
 
-For an LNS model with `warmup_epochs`, the mapping networks first train alone
-(`lns.mapping_only`, paper Sec. 4.1); the result is kept in `warmup.weights.h5`
-and `warmup.json` (agreement with `sign(W)`, test accuracy before and after).
+A method variant (`<model>_lns`, `<model>_bonn`) brings its own hooks
+(`lns_larq.methods.Method`): what it needs before `fit` (LNS: the warm start of
+its mapping networks, kept in `warmup.weights.h5` and `warmup.json`; BONN: its
+prior's state) and its callbacks. Per-layer figures go to `layers.csv`.
+
+`epochs=0` with `pretrained` is an evaluate-only run: `metrics.json` holds the
+test metrics of the loaded (and, for LNS, warm-started) model.
 """
 
 import csv
@@ -31,7 +35,8 @@ import tensorflow as tf
 
 from lns_larq import callbacks as lns_callbacks
 from lns_larq import data, distribute, imagenet, models
-from lns_larq.lns import _all_layers, copy_weights, is_binarized_conv, mapping_only
+from lns_larq.lns import _all_layers, copy_weights, is_binarized_conv
+from lns_larq.methods import Run
 from lns_larq.quantizers import WEIGHT_QUANTIZERS, scale_kind
 
 OPTIMIZERS = ("sgd", "adam")
@@ -77,9 +82,15 @@ class TrainConfig:
     mapping: str = "conv3"
     bound: str = "tanh"
     mapping_width: float = 2.0
+    mapping_decay: float = 0.0
+    gated: bool = False
+    loss_input: str = "preactivation"
+    labels: str = "current"
     warmup_epochs: int = 0
-    warmup_lr: float | None = None
-    warmup_objective: str = "full"
+    warmup_lr: float = 1e-3
+    warmup_objective: str = "noisy"
+    warmup_alpha: float = 1.0
+    warmup_agreement: float | None = None  # None: 1 - mean rho; 0: no early stop
     # BONN
     bonn_lambda: float = 1e-2
     bonn_theta: float = 1e-1
@@ -114,20 +125,19 @@ class TrainConfig:
             (self.validation_size >= 0, f"validation_size must be >= 0, got {self.validation_size}"),
             (self.warmup_epochs >= 0, f"warmup_epochs must be >= 0, got {self.warmup_epochs}"),
             (self.warmup_epochs == 0 or method == "lns", f"warmup_epochs is for LNS models (*_lns), not {self.model!r}"),
-            (self.warmup_lr is None or self.warmup_lr > 0, f"warmup_lr must be > 0, got {self.warmup_lr}"),
-            (self.bonn_lambda >= 0, f"bonn_lambda must be >= 0, got {self.bonn_lambda}"),
-            (self.bonn_theta >= 0, f"bonn_theta must be >= 0, got {self.bonn_theta}"),
-            (self.bonn_nu >= 0, f"bonn_nu must be >= 0, got {self.bonn_nu}"),
+            (self.warmup_lr > 0, f"warmup_lr must be > 0, got {self.warmup_lr}"),
+            (self.warmup_alpha >= 0, f"warmup_alpha must be >= 0, got {self.warmup_alpha}"),
+            (self.warmup_agreement is None or 0 <= self.warmup_agreement <= 1,
+             f"warmup_agreement must be in [0, 1], got {self.warmup_agreement}"),
             (self.warmup_objective in WARMUP_OBJECTIVES, f"warmup_objective must be one of {WARMUP_OBJECTIVES}, got {self.warmup_objective!r}"),
+            (self.epochs > 0 or self.pretrained, "epochs=0 evaluates a --pretrained model; give one, or epochs > 0"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
-        if method == "lns":
-            from lns_larq.quantizers import LNSQuantizer
-
+        if method is not None:
             try:
-                LNSQuantizer(**self.lns_options())
+                models.method(self.model).validate(self)
             except ValueError as e:
                 raise ConfigError(str(e)) from None
         if self.pretrained and not (
@@ -135,29 +145,18 @@ class TrainConfig:
         ):
             raise ConfigError(f"pretrained {self.pretrained}: no such model, weights file or checkpoint")
 
-    def bonn_options(self):
-        return dict(bonn_lambda=self.bonn_lambda, bonn_theta=self.bonn_theta, bonn_nu=self.bonn_nu)
-
-    def lns_options(self):
-        return dict(
-            alpha=self.alpha, rho_pos=self.rho_pos, rho_neg=self.rho_neg,
-            mapping=self.mapping, bound=self.bound, width=self.mapping_width,
-        )
 
 
 def build_model(config, input_shape, num_classes, method=True):
     """The model `config.model` (its base network when `method` is False)."""
-    base, suffix = models.split_name(config.model)
+    base, _ = models.split_name(config.model)
     options = dict(num_classes=num_classes, input_shape=input_shape)
-    if base not in models._NO_METHOD:
+    if models.has_methods(base):
         options["quantizer"] = config.quantizer
-    if not method or suffix is None:
+    wrapper = models.method(config.model)
+    if not method or wrapper is None:
         return models.get(base, **options)
-    if suffix == "lns":
-        options.update(config.lns_options())
-    elif suffix == "bonn":
-        options.update(config.bonn_options())
-    return models.get(config.model, **options)
+    return models.get(config.model, **options, **wrapper.options_from_config(config))
 
 
 def _first_line(error):
@@ -234,6 +233,12 @@ def _compile(model, optimizer, ce_weight=1.0, top5=False):
     )
 
 
+def _compiled(model, top5=False):
+    """`model`, compiled for evaluation (a method's hook may evaluate before `fit`)."""
+    _compile(model, "sgd", top5=top5)
+    return model
+
+
 def _best_so_far(log_path, key="val_accuracy"):
     if not os.path.exists(log_path):
         return None
@@ -271,55 +276,6 @@ def _evaluate(model, dataset):
     return evaluation
 
 
-def _warm_start(model, config, train, test, out, steps, write_dir=None):
-    """Train the mapping networks alone; skipped when already done (resume).
-
-    The paper updates the mapping "for warm start" with the other weights fixed but
-    does not name the loss. `warmup_objective="full"` (default) minimises the
-    training loss, cross-entropy + alpha * aux; `"noisy"` the noisy-supervision loss
-    alone (cross-entropy weighted 0). With the gated mapping (see `LNSQuantizer`)
-    both keep the pretrained binary network: on a CIFAR-10 ResNet-20, 20 SGD steps
-    at lr 0.01 left 100 % of binary weights and test predictions unchanged.
-    """
-    write_dir = write_dir or out
-    top5 = config.dataset == imagenet.NAME
-    weights_path = os.path.join(out, "warmup.weights.h5")
-    if os.path.exists(weights_path):
-        model.load_weights(weights_path)
-        with open(os.path.join(out, "warmup.json")) as f:
-            return json.load(f)
-    _compile(model, "sgd", top5=top5)
-    before = _evaluate(model, test)
-    with mapping_only(model):
-        _compile(
-            model, make_optimizer(config.optimizer, config.warmup_lr or config.lr, config.momentum, 0.0),
-            ce_weight=1.0 if config.warmup_objective == "full" else 0.0, top5=top5,
-        )
-        model.fit(
-            train, epochs=config.warmup_epochs, steps_per_epoch=steps, verbose=config.verbose,
-            callbacks=[
-                lns_callbacks.LNSMonitor(),
-                tf.keras.callbacks.BackupAndRestore(os.path.join(out, "backup_warmup")),
-                tf.keras.callbacks.CSVLogger(os.path.join(write_dir, "warmup_log.csv"), append=True),
-                tf.keras.callbacks.TerminateOnNaN(),
-            ],
-        )
-    after = _evaluate(model, test)
-    report = {
-        **lns_callbacks.lns_state(model),
-        "pretrained_test_accuracy": before["accuracy"],
-        "warmup_test_accuracy": after["accuracy"],
-        "epochs": config.warmup_epochs,
-        "objective": config.warmup_objective,
-    }
-    report["accuracy_drop"] = before["accuracy"] - after["accuracy"]
-    report["ok"] = report["agreement"] >= 0.99 and report["accuracy_drop"] <= 0.005
-    with open(os.path.join(write_dir, "warmup.json"), "w") as f:
-        json.dump(report, f, indent=2)
-    model.save_weights(os.path.join(write_dir, "warmup.weights.h5"))
-    return report
-
-
 def run(config):
     """Train `config.model` and return the metrics written to `metrics.json`.
 
@@ -347,7 +303,8 @@ def _run(config, strategy):
             return json.load(f)
     if config.overwrite and chief:
         for name in ("metrics.json", "log.csv", "elapsed.json", "flip_reference.npz",
-                     "warmup.weights.h5", "warmup.json", "warmup_log.csv"):
+                     "warmup.weights.h5", "warmup.json", "warmup_log.csv", "layers.csv",
+                     os.path.join("warmup", "layers.csv")):
             if os.path.exists(os.path.join(out, name)):
                 os.remove(os.path.join(out, name))
     os.makedirs(out, exist_ok=True)
@@ -377,15 +334,19 @@ def _run(config, strategy):
             config.pretrained, model,
             lambda: build_model(config, input_shape, num_classes, method=False),
         )
-    _, method = models.split_name(config.model)
-    if method == "bonn":  # the prior and class centres start from the loaded weights and data
-        from lns_larq import bonn
-
-        bonn.initialize_state(model, train, max_batches=10)
+    method = models.method(config.model)
     metrics = {}
-    if config.warmup_epochs:
-        metrics["warmup"] = _warm_start(model, config, train, test, out, steps, write_dir)
-        print(f"warm start: {json.dumps(metrics['warmup'])}")
+    elapsed = _Elapsed(os.path.join(write_dir, "elapsed.json"))  # a warm start counts
+    if method is not None:
+        run_info = Run(
+            model=model, config=config, train=train, test=test, output_dir=out, write_dir=write_dir,
+            steps_per_epoch=steps, sample=next(iter(train))[:2],
+            evaluate=lambda m: _evaluate(_compiled(m, top5), test),
+        )
+        report = method.prepare(run_info)
+        if report is not None:
+            metrics[method.suffix] = report
+            print(f"{method.suffix}: {json.dumps(report)}")
 
     _compile(model, make_optimizer(config.optimizer, config.lr, config.momentum, config.weight_decay), top5=top5)
     log_path = os.path.join(out, "log.csv")
@@ -395,12 +356,12 @@ def _run(config, strategy):
     previous_best = _best_so_far(log_path)
     if previous_best is not None:
         best.best = previous_best
-    elapsed = _Elapsed(os.path.join(write_dir, "elapsed.json"))
     callbacks = []
     if any(is_binarized_conv(layer) for layer in _all_layers(model)):
-        callbacks.append(lns_callbacks.FlipRate(reference_path=os.path.join(write_dir, "flip_reference.npz")))
-    if method == "lns":
-        callbacks.append(lns_callbacks.LNSMonitor())
+        callbacks.append(lns_callbacks.FlipRate(
+            reference_path=os.path.join(write_dir, "flip_reference.npz"), layer_log_dir=write_dir))
+    if method is not None:
+        callbacks += method.callbacks(run_info)
     callbacks += [
         tf.keras.callbacks.LearningRateScheduler(lambda epoch, lr: lr_at(config, epoch)),
         elapsed,
@@ -412,12 +373,14 @@ def _run(config, strategy):
         tf.keras.callbacks.TerminateOnNaN(),
     ]
     fit_start = time.time()
-    history = model.fit(
-        train, validation_data=val if val is not None else test, epochs=config.epochs,
-        steps_per_epoch=steps, callbacks=callbacks, verbose=config.verbose,
-    )
+    epochs_run = 0
+    if config.epochs:  # epochs=0: evaluate the pretrained model only
+        history = model.fit(
+            train, validation_data=val if val is not None else test, epochs=config.epochs,
+            steps_per_epoch=steps, callbacks=callbacks, verbose=config.verbose,
+        )
+        epochs_run = len(history.epoch)
     fit_seconds = time.time() - fit_start
-    epochs_run = len(history.epoch)
     images = epochs_run * (steps or math.ceil(train_size / config.batch_size)) * config.batch_size
     test_results = _evaluate(model, test)
     model_path = os.path.join(out, "model.keras")
@@ -438,8 +401,10 @@ def _run(config, strategy):
     )
     if "top5_accuracy" in test_results:
         metrics["test_top5_accuracy"] = test_results["top5_accuracy"]
-    with open(os.path.join(write_dir, "log.csv")) as f:
-        rows = list(csv.DictReader(f))
+    rows = []
+    if os.path.exists(os.path.join(write_dir, "log.csv")):
+        with open(os.path.join(write_dir, "log.csv")) as f:
+            rows = list(csv.DictReader(f))
     if rows and "flip_rate" in rows[-1]:
         metrics["final_flip_rate"] = float(rows[-1]["flip_rate"])
         metrics["final_flip_rate_total"] = float(rows[-1]["flip_rate_total"])

@@ -65,10 +65,19 @@ flags.DEFINE_float("rho_neg", None, "rho(-1) = P(label +1 | true -1); overrides 
 flags.DEFINE_enum("mapping", "conv3", ["conv3", "mlp", "linear"], "Mapping network f_theta.")
 flags.DEFINE_enum("bound", "tanh", ["tanh", "hardtanh"], "Output bound of the mapping.")
 flags.DEFINE_float("mapping_width", 2.0, "Hidden width of the mapping relative to its input (paper: 2).", lower_bound=0)
+flags.DEFINE_float("mapping_decay", 0.0, "L2 weight decay on the mapping's kernels (theta).", lower_bound=0)
+flags.DEFINE_bool("gated", False, "Gated mapping z = W_n (1 + f(W_n)), last layer at zero (the first design, to compare).")
+flags.DEFINE_enum("loss_input", "preactivation", ["preactivation", "output"],
+                  "Eq. 15 on the mapping's pre-activation z (keeps both gradients) or on its bounded output.")
+flags.DEFINE_enum("labels", "current", ["current", "pretrained"],
+                  "Noisy labels: sign of the current latent weights (Algorithm 1) or of the pretrained ones, frozen.")
 flags.DEFINE_integer("warmup_epochs", 0, "Epochs training only the mapping networks before fine-tuning.", lower_bound=0)
-flags.DEFINE_float("warmup_lr", None, "Learning rate of the warm start (default: --lr).", lower_bound=0)
-flags.DEFINE_enum("warmup_objective", "full", ["full", "noisy"],
-                  "Warm-start loss: full (cross-entropy + alpha * aux) or noisy (noisy-supervision loss only).")
+flags.DEFINE_float("warmup_lr", 1e-3, "Adam learning rate of the warm start.", lower_bound=0)
+flags.DEFINE_enum("warmup_objective", "noisy", ["full", "noisy"],
+                  "Warm-start loss: full (cross-entropy + warmup_alpha * aux) or noisy (warmup_alpha * aux only).")
+flags.DEFINE_float("warmup_alpha", 1.0, "Weight of the noisy-supervision loss in the warm start (also when --alpha 0).", lower_bound=0)
+flags.DEFINE_float("warmup_agreement", None, "Stop the warm start once this fraction of binary weights agrees with "
+                   "the noisy labels (default 1 - mean rho; 0: never).", lower_bound=0, upper_bound=1)
 # BONN (models named *_bonn; see docs/bonn.md for the scale convention)
 flags.DEFINE_float("bonn_lambda", 1e-2, "BONN kernel-loss weight: lambda/2 * sum over binary convs of the per-weight mean Bayesian kernel loss.", lower_bound=0)
 flags.DEFINE_float("bonn_theta", 1e-1, "BONN feature-loss weight: theta/2 * the per-sample, per-dimension mean Bayesian feature loss.", lower_bound=0)
@@ -101,9 +110,11 @@ def lns_config_from_flags():
     rho_neg = FLAGS.rho if FLAGS.rho_neg is None else FLAGS.rho_neg
     return dict(
         alpha=FLAGS.alpha, rho_pos=rho_pos, rho_neg=rho_neg, mapping=FLAGS.mapping,
-        bound=FLAGS.bound, mapping_width=FLAGS.mapping_width,
+        bound=FLAGS.bound, mapping_width=FLAGS.mapping_width, mapping_decay=FLAGS.mapping_decay,
+        gated=FLAGS.gated, loss_input=FLAGS.loss_input, labels=FLAGS.labels,
         warmup_epochs=FLAGS.warmup_epochs, warmup_lr=FLAGS.warmup_lr,
-        warmup_objective=FLAGS.warmup_objective,
+        warmup_objective=FLAGS.warmup_objective, warmup_alpha=FLAGS.warmup_alpha,
+        warmup_agreement=FLAGS.warmup_agreement,
     )
 
 

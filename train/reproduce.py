@@ -11,16 +11,28 @@ rerunning the same command. The baseline of each quantizer is trained once (seed
 0); every arm and seed fine-tunes from it with the same schedule. Results go to
 `<results_dir>/results.{md,csv}` and PNG figures.
 
-Arms (paper Table 1, plus BONN):
+Arms (paper Table 1, plus the gated mapping and BONN):
   baseline      the pretrained binary network, no fine-tuning
   finetune      plain fine-tuning of the baseline
-  lns_no_noisy  LNS mapping, alpha = 0 (no noisy supervision)
-  lns           LNS with --alpha and --rho
+  lns_no_noisy  LNS mapping, alpha = 0 (no noisy supervision while fine-tuning)
+  lns           LNS with --alpha and --rho (the default, ungated mapping)
+  lns_gated     LNS with the gated mapping and Eq. 15 on its output (the first design)
   bonn          BONN's Bayesian kernel and feature losses, fine-tuned likewise
+
+Every fine-tuning arm trains the same epochs with the same schedule. The LNS arms'
+warm start fits their mappings to the pretrained binary weights on the noisy loss
+alone, learning nothing from the images, so it is not an extra training epoch.
+Runs go seed by seed, so that complete paired comparisons arrive first.
+
+results.md reports the final test accuracy (last epoch, no selection) as mean ±
+std over seeds and the paired difference to `finetune` (same seed, same baseline)
+with a 95 % t-interval; the best test accuracy over the epochs (the paper's
+"best", selected on the test set) is a second, labelled column.
 """
 
 import csv
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -31,7 +43,16 @@ from absl import app, flags
 FLAGS = flags.FLAGS
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIT = os.path.join(ROOT, "train", "fit.py")
-ARMS = ("baseline", "finetune", "lns_no_noisy", "lns", "bonn")
+# arm -> (model suffix, fit.py options of the arm); the LNS arms also warm-start.
+ARMS = {
+    "baseline": ("", {}),
+    "finetune": ("", {}),
+    "lns_no_noisy": ("_lns", {"alpha": 0.0}),
+    "lns": ("_lns", {}),
+    "lns_gated": ("_lns", {"gated": True, "loss_input": "output"}),
+    "bonn": ("_bonn", {}),
+}
+DEFAULT_ARMS = ("baseline", "finetune", "lns_no_noisy", "lns", "bonn")
 
 # What each protocol runs. `short` finishes in about two hours on 2 CPU cores with
 # the real CIFAR-10 copy; `tiny` is for tests.
@@ -55,7 +76,7 @@ PROTOCOLS = {
 }
 
 flags.DEFINE_enum("protocol", "short", list(PROTOCOLS), "Recipe: paper (400 + 120 epochs), short (~2 h on 2 cores), tiny (tests).")
-flags.DEFINE_list("arms", list(ARMS), f"Arms to run, of {', '.join(ARMS)}.")
+flags.DEFINE_list("arms", list(DEFAULT_ARMS), f"Arms to run, of {', '.join(ARMS)}.")
 flags.DEFINE_list("quantizers", ["dorefa"], "Baseline weight quantizers (Table 2 with several).")
 flags.DEFINE_integer("seeds", 1, "Fine-tuning seeds per arm (paper: 5).", lower_bound=1)
 flags.DEFINE_float("alpha", 1.0, "LNS alpha of the lns arm.", lower_bound=0)
@@ -69,14 +90,15 @@ flags.DEFINE_string("runs_dir", None, "Where runs go (default runs/<protocol>)."
 flags.DEFINE_string("results_dir", None, "Where results.md/csv and figures go (default <runs_dir>/results).")
 flags.DEFINE_bool("figures", True, "Write PNG figures.")
 flags.DEFINE_bool("dry_run", False, "Print the fit.py commands only.")
+flags.DEFINE_bool("report_only", False, "Train nothing: summarize the complete runs so far (results, figures).")
 
 
 def fit_args(protocol, arm, quantizer, seed, pretrained, validation_size=0, extra=None):
     """The fit.py arguments of one run."""
     spec = PROTOCOLS[protocol]
     phase = spec["baseline"] if arm == "baseline" else spec["finetune"]
-    model = {"baseline": "resnet20", "finetune": "resnet20", "bonn": "resnet20_bonn"}.get(arm, "resnet20_lns")
-    options = dict(model=model, quantizer=quantizer, seed=seed, dataset=FLAGS.dataset, batch_size=128,
+    suffix, arm_options = ARMS[arm]
+    options = dict(model="resnet20" + suffix, quantizer=quantizer, seed=seed, dataset=FLAGS.dataset, batch_size=128,
                    optimizer="sgd", momentum=0.9, weight_decay=0.0, verbose=2)
     options.update(**spec.get("common", {}), **phase)
     if FLAGS.dataset == "cifar10" and FLAGS.data_path:
@@ -85,10 +107,9 @@ def fit_args(protocol, arm, quantizer, seed, pretrained, validation_size=0, extr
         options["validation_size"] = validation_size
     if arm != "baseline":
         options["pretrained"] = pretrained
-    if arm in ("lns", "lns_no_noisy"):
-        options.update(alpha=0.0 if arm == "lns_no_noisy" else FLAGS.alpha, rho=FLAGS.rho,
-                       warmup_epochs=spec["warmup_epochs"])
-    options.update(extra or {})
+    if suffix == "_lns":
+        options.update(alpha=FLAGS.alpha, rho=FLAGS.rho, warmup_epochs=spec["warmup_epochs"])
+    options.update(**arm_options, **(extra or {}))
     return [f"--{k}={v}" for k, v in options.items()]
 
 
@@ -123,36 +144,67 @@ def _mean_std(values):
     return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def campaign(runs_dir):
-    """Run every arm; return {(quantizer, arm): [run folders]}."""
+# Two-sided 95 % quantiles of Student's t, by degrees of freedom.
+_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262,
+        10: 2.228, 15: 2.131, 20: 2.086, 30: 2.042}
+
+
+def t_interval(values):
+    """Mean and half-width of the 95 % t-interval of `values` (nan for fewer than 2)."""
+    mean, std = _mean_std(values)
+    n = len(values)
+    if n < 2:
+        return mean, float("nan")
+    t = _T95[max(k for k in _T95 if k <= n - 1)] if n - 1 <= 30 else 1.96
+    return mean, t * std / math.sqrt(n)
+
+
+def campaign(runs_dir, train=True):
+    """Run every arm, seed by seed; return {(quantizer, arm): [complete run folders]}.
+
+    With `train=False`, nothing runs: the complete runs found are returned.
+    """
     folders = {}
     for quantizer in FLAGS.quantizers:
         base_dir = os.path.join(runs_dir, quantizer, "seed0", "baseline")
-        run_fit(fit_args(FLAGS.protocol, "baseline", quantizer, 0, None), base_dir)
+        if train:
+            run_fit(fit_args(FLAGS.protocol, "baseline", quantizer, 0, None), base_dir)
         folders[(quantizer, "baseline")] = [base_dir]
-        for arm in FLAGS.arms:
-            if arm == "baseline":
-                continue
-            for seed in range(FLAGS.seeds):
+        for arm in FLAGS.arms:  # the table's order
+            if arm != "baseline":
+                folders[(quantizer, arm)] = []
+        for seed in range(FLAGS.seeds):
+            for arm in FLAGS.arms:
+                if arm == "baseline":
+                    continue
                 out = os.path.join(runs_dir, quantizer, f"seed{seed}", arm)
-                run_fit(fit_args(FLAGS.protocol, arm, quantizer, seed, os.path.join(base_dir, "model.keras")), out)
-                folders.setdefault((quantizer, arm), []).append(out)
-    return folders
+                if train:
+                    run_fit(fit_args(FLAGS.protocol, arm, quantizer, seed, os.path.join(base_dir, "model.keras")), out)
+                folders[(quantizer, arm)].append(out)
+    if FLAGS.dry_run:
+        return folders
+    return {key: [out for out in outs if os.path.exists(os.path.join(out, "metrics.json"))]
+            for key, outs in folders.items()}
 
 
 def summarize(folders, results_dir):
-    """results.csv (one row per run) and results.md (one row per arm)."""
+    """results.csv (one row per run) and results.md (one row per arm, paired differences)."""
     os.makedirs(results_dir, exist_ok=True)
     rows = []
     for (quantizer, arm), outs in folders.items():
         for out in outs:
             metrics, log = read_run(out)
+            lns = metrics.get("lns") or {}
             rows.append(dict(
                 quantizer=quantizer, arm=arm, seed=metrics["config"]["seed"],
-                best_test_accuracy=metrics["best_val_accuracy"], final_test_accuracy=metrics["test_accuracy"],
+                final_test_accuracy=metrics["test_accuracy"], best_test_accuracy=metrics["best_val_accuracy"],
                 final_flip_rate=metrics.get("final_flip_rate"), flip_rate_total=metrics.get("final_flip_rate_total"),
+                final_disagreement=1 - float(log[-1]["agreement"]) if log and log[-1].get("agreement") else None,
+                warmup_agreement=lns.get("agreement"), warmup_accuracy_change=lns.get("accuracy_change"),
                 epochs=metrics["epochs"], wall_time_s=round(metrics["wall_time_s"]), run=os.path.relpath(out, ROOT),
             ))
+    if not rows:
+        sys.exit("reproduce.py: error: no complete run to summarize yet")
     with open(os.path.join(results_dir, "results.csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -160,20 +212,44 @@ def summarize(folders, results_dir):
     lines = [
         f"Protocol `{FLAGS.protocol}`: {json.dumps(PROTOCOLS[FLAGS.protocol])}",
         "",
-        "| quantizer | arm | best test acc % (mean ± std) | final test acc % | flip rate, last epoch | flipped since start | runs | wall time / run |",
-        "|---|---|---|---|---|---|---|---|",
+        "Final test accuracy: the last epoch's, no selection. Δ to finetune: paired by seed "
+        "(same baseline), mean and 95 % t-interval. Best test accuracy is selected on the test "
+        "set (the paper's \"best\"), shown for comparison only.",
+        "",
+        "| quantizer | arm | seeds | final test acc % (mean ± std) | Δ to finetune, points (95 % CI) | "
+        "best test acc % (test-selected) | flip rate, last epoch | flipped since start | "
+        "disagreement with labels, last epoch | warm start: agreement, Δ acc points | wall time / run |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+
+    def fmt(values, spec=".4f"):
+        values = [v for v in values if v is not None]
+        return format(_mean_std(values)[0], spec) if values else "–"
+
     for (quantizer, arm) in folders:
         mine = [r for r in rows if r["quantizer"] == quantizer and r["arm"] == arm]
-        best = [100 * r["best_test_accuracy"] for r in mine]
-        mean, std = _mean_std(best)
-        final = _mean_std([100 * r["final_test_accuracy"] for r in mine])[0]
-        flip = [r["final_flip_rate"] for r in mine if r["final_flip_rate"] is not None]
-        total = [r["flip_rate_total"] for r in mine if r["flip_rate_total"] is not None]
+        if not mine:
+            continue
+        final = [100 * r["final_test_accuracy"] for r in mine]
+        mean, std = _mean_std(final)
+        reference = {r["seed"]: 100 * r["final_test_accuracy"] for r in rows
+                     if r["quantizer"] == quantizer and r["arm"] == "finetune"}
+        diffs = [100 * r["final_test_accuracy"] - reference[r["seed"]] for r in mine if r["seed"] in reference]
+        if arm in ("baseline", "finetune") or not diffs:
+            delta = "–"
+        else:
+            d_mean, d_half = t_interval(diffs)
+            delta = f"{d_mean:+.2f} ({d_mean - d_half:+.2f}, {d_mean + d_half:+.2f}), n={len(diffs)}"
+        best_mean, best_std = _mean_std([100 * r["best_test_accuracy"] for r in mine])
+        warm = "–"
+        if any(r["warmup_agreement"] is not None for r in mine):
+            warm = (f"{fmt([r['warmup_agreement'] for r in mine])}, "
+                    f"{100 * _mean_std([r['warmup_accuracy_change'] for r in mine])[0]:+.2f}")
         lines.append(
-            f"| {quantizer} | {arm} | {max(best):.2f} ({mean:.2f} ± {std:.2f}) | {final:.2f} | "
-            f"{_mean_std(flip)[0]:.4f} | {_mean_std(total)[0]:.4f} | {len(mine)} | "
-            f"{_mean_std([r['wall_time_s'] for r in mine])[0] / 60:.0f} min |"
+            f"| {quantizer} | {arm} | {len(mine)} | {mean:.2f} ± {std:.2f} | {delta} | "
+            f"{best_mean:.2f} ± {best_std:.2f} | {fmt([r['final_flip_rate'] for r in mine])} | "
+            f"{fmt([r['flip_rate_total'] for r in mine])} | {fmt([r['final_disagreement'] for r in mine])} | "
+            f"{warm} | {_mean_std([r['wall_time_s'] for r in mine])[0] / 60:.0f} min |"
         )
     with open(os.path.join(results_dir, "results.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
@@ -182,33 +258,42 @@ def summarize(folders, results_dir):
 
 
 def figures(folders, results_dir):
-    """Fig. 3 analogue: training cross-entropy, test accuracy and flip rate per epoch."""
+    """Fig. 3 analogue: cross-entropy, test accuracy, flip rate and disagreement per epoch."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
-    panels = [("ce", "training cross-entropy"), ("val_accuracy", "test accuracy"), ("flip_rate", "binary-weight flip rate")]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    panels = [
+        ("ce", "training cross-entropy", lambda v: v),
+        ("val_accuracy", "test accuracy %", lambda v: 100 * v),
+        ("flip_rate", "binary weights flipped in the epoch %", lambda v: 100 * v),
+        ("agreement", "disagreement with noisy labels %", lambda v: 100 * (1 - v)),
+    ]
+    fig, axes = plt.subplots(1, 4, figsize=(19, 4.2))
     for (quantizer, arm), outs in folders.items():
-        if arm == "baseline":
+        if arm == "baseline" or not outs:
             continue
         logs = [read_run(out)[1] for out in outs]
-        for ax, (key, title) in zip(axes, panels):
-            series = [[float(r[key]) for r in log if r.get(key)] for log in logs]
+        for ax, (key, title, transform) in zip(axes, panels):
+            series = [[transform(float(r[key])) for r in log if r.get(key) not in (None, "", "NA")] for log in logs]
             n = min(len(s) for s in series)
             if n == 0:
                 continue
             values = np.array([s[:n] for s in series])
             epochs = np.arange(1, n + 1)
             label = arm if len(FLAGS.quantizers) == 1 else f"{quantizer}/{arm}"
+            label += f" (n={len(values)})"
             ax.plot(epochs, values.mean(0), marker="o", label=label)
             if len(values) > 1:
                 ax.fill_between(epochs, values.mean(0) - values.std(0), values.mean(0) + values.std(0), alpha=0.2)
-            ax.set_title(title)
+            ax.set_ylabel(title)
             ax.set_xlabel("fine-tuning epoch")
+            ax.set_xticks(epochs)
     axes[0].legend()
+    fig.suptitle(f"CIFAR-10 (JPEG q75 copy), binary ResNet-20, protocol {FLAGS.protocol}: "
+                 "mean ± std over seeds")
     fig.tight_layout()
     path = os.path.join(results_dir, "fig3_curves.png")
     fig.savefig(path, dpi=80)
@@ -266,13 +351,13 @@ def main(argv):
         sys.exit(f"reproduce.py: error: unexpected arguments {argv[1:]}")
     unknown = set(FLAGS.arms) - set(ARMS)
     if unknown:
-        sys.exit(f"reproduce.py: error: unknown arms {sorted(unknown)}; choose from {ARMS}")
+        sys.exit(f"reproduce.py: error: unknown arms {sorted(unknown)}; choose from {list(ARMS)}")
     runs_dir = FLAGS.runs_dir or os.path.join(ROOT, "runs", FLAGS.protocol)
     results_dir = FLAGS.results_dir or os.path.join(runs_dir, "results")
     if FLAGS.sweep:
         sweep(runs_dir, results_dir)
         return
-    folders = campaign(runs_dir)
+    folders = campaign(runs_dir, train=not FLAGS.report_only)
     if FLAGS.dry_run:
         return
     summarize(folders, results_dir)

@@ -9,7 +9,7 @@ model = lns_larq.models.get("resnet20_lns", quantizer="dorefa", alpha=1.0, rho_p
 ```
 """
 
-from lns_larq.lns import LNS_OPTIONS, lnsify
+from lns_larq.lns import LNS
 from lns_larq.models.alexnet import alexnet
 from lns_larq.models.bireal import resnet18_bireal
 from lns_larq.models.resnet import resnet20, resnet20_fp
@@ -20,10 +20,8 @@ _BASE_MODELS = {
     "resnet18_bireal": resnet18_bireal,
     "alexnet": alexnet,
 }
-# Suffixes that turn a base model into a method's variant: suffix -> (options, wrap).
-_METHODS = {
-    "lns": (LNS_OPTIONS, lnsify),
-}
+# Suffixes that turn a base model into a method's variant: suffix -> Method.
+_METHODS = {"lns": LNS()}
 # Full-precision models have no binary conv to convert.
 _NO_METHOD = {"resnet20_fp"}
 
@@ -35,9 +33,20 @@ def register(name, builder, binary=True):
         _NO_METHOD.add(name)
 
 
-def register_method(suffix, option_names, wrap):
-    """Add a method: `<base>_<suffix>` is `wrap(base_model, **method_options)`."""
-    _METHODS[suffix] = (frozenset(option_names), wrap)
+def register_method(method):
+    """Add a `lns_larq.methods.Method`: `<base>_<suffix>` is `method.wrap(base_model, **options)`."""
+    _METHODS[method.suffix] = method
+
+
+def method(name):
+    """The `Method` of model `name`, or None for a base model."""
+    _, suffix = split_name(name)
+    return None if suffix is None else _METHODS[suffix]
+
+
+def has_methods(base):
+    """Whether the base model `base` has method variants (it has binary layers)."""
+    return base not in _NO_METHOD
 
 
 def available():
@@ -64,9 +73,9 @@ def get(name, **options):
     base, method = split_name(name)
     if method is None:
         return _BASE_MODELS[base](**options)
-    method_names, wrap = _METHODS[method]
-    method_options = {k: options.pop(k) for k in list(options) if k in method_names}
-    return wrap(_BASE_MODELS[base](**options), **method_options)
+    wrapper = _METHODS[method]
+    method_options = {k: options.pop(k) for k in list(options) if k in wrapper.options}
+    return wrapper.wrap(_BASE_MODELS[base](**options), **method_options)
 
 
-__all__ = ["available", "get", "register", "register_method", "split_name"]
+__all__ = ["available", "get", "has_methods", "method", "register", "register_method", "split_name"]
