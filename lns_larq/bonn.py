@@ -115,7 +115,7 @@ import tensorflow as tf
 from larq import utils
 
 from lns_larq import models
-from lns_larq.lns import _all_layers, copy_weights, is_binarized_conv
+from lns_larq.lns import _all_layers, clone_nested, copy_weights, is_binarized_conv
 from lns_larq.methods import Method
 
 __all__ = [
@@ -604,7 +604,7 @@ def bonnify(model, bonn_lambda=DEFAULT_LAMBDA, bonn_theta=DEFAULT_THETA, bonn_nu
             config["kernel_regularizer"] = BayesianKernelLoss(bonn_lambda, bonn_nu)
         return layer.__class__.from_config(config)
 
-    network = tf.keras.models.clone_model(model, clone_function=clone)
+    network = clone_nested(model, clone)
     copy_weights(model, network)
     bonn = BONNModel(network.inputs, network.outputs, bonn_theta=bonn_theta, name=f"{model.name}_bonn")
     initialize_state(bonn)

@@ -28,7 +28,7 @@ import larq as lq
 import numpy as np
 import tensorflow as tf
 
-from lns_larq.lns import _all_layers, is_binarized_conv, lns_layers
+from lns_larq.lns import _all_layers, clone_nested, is_binarized_conv, lns_layers
 from lns_larq.quantizers import quantized_kernel, scale_kind
 
 __all__ = [
@@ -73,17 +73,6 @@ class ExportError(ValueError):
 
 def _latent(weight):
     return tf.convert_to_tensor(getattr(weight, "latent_variable", weight))
-
-
-def _clone(model, clone_layer):
-    """`clone_model` with `clone_layer(layer)`, descending into nested models."""
-
-    def clone_function(layer):
-        if isinstance(layer, tf.keras.Model):
-            return _clone(layer, clone_layer)
-        return clone_layer(layer)
-
-    return tf.keras.models.clone_model(model, clone_function=clone_function)
 
 
 def _copy_layer_weights(source, target):
@@ -135,7 +124,7 @@ def bake(model):
             config["kernel_quantizer"] = BAKED_QUANTIZERS[scale_kind(layer.kernel_quantizer)]
         return layer.__class__.from_config(config)
 
-    baked = _clone(model, clone_layer)
+    baked = clone_nested(model, clone_layer)
     baked._name = f"{model.name}_baked"
     targets = {layer.name: layer for layer in _all_layers(baked)}
     for layer in _all_layers(model):
@@ -171,7 +160,7 @@ def float_copy(model):
             config["pad_values"] = 0.0
         return layer.__class__.from_config(config)
 
-    copy = _clone(model, clone_layer)
+    copy = clone_nested(model, clone_layer)
     copy._name = f"{model.name}_float32"
     targets = {layer.name: layer for layer in _all_layers(copy)}
     for layer in _all_layers(model):

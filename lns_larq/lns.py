@@ -36,6 +36,19 @@ def _all_layers(model):
             yield layer
 
 
+def clone_nested(model, clone_layer):
+    """`tf.keras.models.clone_model` with `clone_layer(layer)`, descending into
+    nested models (a `Sequential` inside a functional model, say), which
+    `clone_model` itself would copy without calling `clone_layer` on their layers."""
+
+    def clone_function(layer):
+        if isinstance(layer, tf.keras.Model):
+            return clone_nested(layer, clone_layer)
+        return clone_layer(layer)
+
+    return tf.keras.models.clone_model(model, clone_function=clone_function)
+
+
 def lnsify(model, **quantizer_options):
     """A copy of `model` with every binarized conv's kernel quantizer an `LNSQuantizer`.
 
@@ -44,8 +57,9 @@ def lnsify(model, **quantizer_options):
     are copied and the noisy labels frozen (`freeze_labels`); the mapping networks
     start from their random initialisation, so train them with `warm_start` before
     fine-tuning (with `gated=True` the untrained mapping already computes
-    `sign(W)`). Layers that are not binarized are left alone. Works on any functional or sequential Larq model,
-    larq-zoo architectures included.
+    `sign(W)`). Layers that are not binarized are left alone. Works on any
+    functional or sequential Larq model, nested models and larq-zoo
+    architectures included.
 
     ```python
     baseline = lns_larq.models.get("resnet20", quantizer="dorefa")
@@ -78,7 +92,7 @@ def lnsify(model, **quantizer_options):
             )
         return layer.__class__.from_config(config)
 
-    new_model = tf.keras.models.clone_model(model, clone_function=clone)
+    new_model = clone_nested(model, clone)
     new_model._name = f"{model.name}_lns"
     copy_weights(model, new_model)
     freeze_labels(new_model)

@@ -4,9 +4,9 @@ import pytest
 import tensorflow as tf
 
 import lns_larq
-from lns_larq import losses, models
+from lns_larq import losses, models, noisy_filters
 from lns_larq.callbacks import lns_state
-from lns_larq.lns import lns_layers, mapping_only
+from lns_larq.lns import agreement, labels_as_weights, lns_layers, mapping_only, warm_start
 from lns_larq.quantizers import LNSQuantizer, quantized_kernel
 
 
@@ -51,10 +51,14 @@ def test_conv_sees_plus_minus_scale(scale):
     assert np.any(np.sign(seen) != np.where(latent >= 0, 1, -1))
 
 
-def test_untrained_mapping_reproduces_sign():
-    conv = _lns_conv(scale="layer")
-    latent = conv.kernel.latent_variable.numpy()
-    np.testing.assert_array_equal(np.sign(quantized_kernel(conv)), np.where(latent >= 0, 1, -1))
+def test_untrained_gated_mapping_reproduces_sign_and_default_does_not():
+    gated = _lns_conv(scale="layer", gated=True)
+    latent = gated.kernel.latent_variable.numpy()
+    np.testing.assert_array_equal(np.sign(quantized_kernel(gated)), np.where(latent >= 0, 1, -1))
+    default = _lns_conv(scale="layer")  # random f_theta: about half the signs differ
+    latent = default.kernel.latent_variable.numpy()
+    differ = np.mean(np.sign(quantized_kernel(default)) != np.where(latent >= 0, 1, -1))
+    assert 0.2 < differ < 0.8, differ
 
 
 @pytest.mark.parametrize("mapping", ["conv3", "mlp", "linear"])
@@ -68,7 +72,9 @@ def test_straight_through_gradient_reaches_theta_and_w(mapping):
         loss = tf.reduce_sum(conv(x, training=True) * target)
     grads = tape.gradient(loss, variables)
     for var, grad in zip(variables, grads):
-        assert grad is not None and np.any(grad.numpy() != 0), var.name
+        # The loss is a sum of 300 O(1) terms: a live straight-through path gives
+        # gradients of order 1, not a numerically non-zero remnant.
+        assert grad is not None and float(tf.norm(grad)) > 1e-2, (var.name, grad)
 
 
 @pytest.mark.parametrize("mapping", ["conv3", "mlp", "linear"])
@@ -104,12 +110,13 @@ def test_model_losses_one_term_per_lns_layer():
     model(x, training=True)
     layers = lns_layers(model)
     assert len(layers) == 6 and len(model.losses) == len(layers)
-    # Each term is alpha * mean of Eq. 15 over the layer's weights.
+    # Each term is alpha * mean of Eq. 15 over the layer's weights, on the mapping's
+    # pre-activation z, with the current signs as labels (Algorithm 1).
     layer = layers[0]
     q = layer.kernel_quantizer
-    latent = layer.kernel.latent_variable
+    latent = tf.convert_to_tensor(layer.kernel.latent_variable)
     expected = q.alpha * tf.reduce_mean(
-        losses.unbiased_mse(q.predict_continuous(latent), lq.math.sign(latent), q.rho_pos, q.rho_neg)
+        losses.unbiased_mse(q.preactivation(latent), lq.math.sign(latent), q.rho_pos, q.rho_neg)
     )
     assert any(np.isclose(float(term), float(expected), rtol=1e-5) for term in model.losses)
     # Inference adds none.
@@ -139,9 +146,10 @@ def _predictions_equal(a, b, x):
 
 
 def test_save_and_load_keras_format(tmp_path):
-    model = _small_lns_model()
-    for layer in lns_layers(model):
-        _randomize_mapping(layer.kernel_quantizer, scale=0.2)
+    base = models.get("resnet20", quantizer="dorefa", stages=(4, 8, 8), blocks=1)
+    model = lns_larq.lnsify(base, rho_pos=0.01, labels="pretrained", decay=1e-3)
+    for layer in lns_layers(model):  # labels that are not the current signs
+        layer.kernel.latent_variable.assign(-layer.kernel.latent_variable)
     x = tf.random.normal((4, 32, 32, 3))
     path = str(tmp_path / "lns.keras")
     model.save(path)
@@ -149,7 +157,11 @@ def test_save_and_load_keras_format(tmp_path):
     assert len(lns_layers(loaded)) == len(lns_layers(model))
     _predictions_equal(model, loaded, x)
     config = lns_layers(loaded)[0].kernel_quantizer.get_config()
-    assert config["rho_pos"] == 0.01 and config["mapping"] == "conv3"
+    assert config["rho_pos"] == 0.01 and config["mapping"] == "conv3" and config["labels"] == "pretrained"
+    # The frozen labels are saved: sign(W0) of the base, not of the current weights.
+    for layer in lns_layers(loaded):
+        q, latent = layer.kernel_quantizer, tf.convert_to_tensor(layer.kernel.latent_variable)
+        np.testing.assert_array_equal(q.noisy_labels(latent), -lq.math.sign(latent))
 
 
 def test_save_and_load_checkpoint(tmp_path):
@@ -166,11 +178,14 @@ def test_save_and_load_checkpoint(tmp_path):
 def test_quantizer_string_alias_and_config_roundtrip():
     q = lq.quantizers.get("lns")
     assert isinstance(q, LNSQuantizer) and q.precision == 1
-    clone = LNSQuantizer.from_config(LNSQuantizer(mapping="mlp", scale="channel", rho_pos=0.1, rho_neg=0.2).get_config())
-    assert (clone.mapping, clone.scale, clone.rho_pos, clone.rho_neg) == ("mlp", "channel", 0.1, 0.2)
+    options = dict(mapping="mlp", scale="channel", rho_pos=0.1, rho_neg=0.2, decay=0.01, gated=True,
+                   loss_input="output", labels="pretrained", bound="hardtanh", width=0.5)
+    clone = LNSQuantizer.from_config(LNSQuantizer(**options).get_config())
+    assert {k: getattr(clone, k) for k in options} == options
 
 
-@pytest.mark.parametrize("options", [dict(rho_pos=0.6, rho_neg=0.5), dict(rho_pos=-0.1), dict(mapping="rnn"), dict(alpha=-1)])
+@pytest.mark.parametrize("options", [dict(rho_pos=0.6, rho_neg=0.5), dict(rho_pos=-0.1), dict(mapping="rnn"), dict(alpha=-1),
+                                     dict(decay=-1), dict(loss_input="logits"), dict(labels="clean")])
 def test_invalid_options_raise(options):
     with pytest.raises(ValueError):
         LNSQuantizer(**options)
@@ -183,9 +198,12 @@ def test_lnsify_keeps_scale_kind_and_weights(quantizer, scale):
     lns = lns_larq.lnsify(base, alpha=0.5)
     mapped = lns_layers(lns)
     assert len(mapped) == 6 and all(layer.kernel_quantizer.scale == scale for layer in mapped)
-    # Full-precision layers are left alone, and the untrained mapping is the identity.
+    # Full-precision layers are left alone; at its noisy labels the LNS model is the
+    # base network, and so is the untrained gated mapping.
     assert type(lns.get_layer("conv1")) is tf.keras.layers.Conv2D
-    _predictions_equal(base, lns, x)
+    with labels_as_weights(lns):
+        _predictions_equal(base, lns, x)
+    _predictions_equal(base, lns_larq.lnsify(base, gated=True), x)
 
 
 def test_lnsify_needs_a_binary_conv():
@@ -202,21 +220,95 @@ def test_mapping_only_freezes_everything_else():
     assert len(model.trainable_weights) == all_trainable
 
 
-def test_lnsify_and_warm_start_reproduce_trained_baseline(trained_baseline, cifar):
-    """A trained baseline, lnsified and warm-started, predicts as it did."""
+def test_warm_start_fits_the_random_mapping_to_the_trained_baseline(trained_baseline, cifar):
+    """From a random mapping (about half the binary weights wrong), the warm start on
+    the noisy loss reaches the agreement it is told to stop at, training only the
+    mappings, and the network's predictions move most of the way back to the
+    baseline's. (Not all the way: the few weights left disagreeing change many
+    predictions of a weak binary network; 63 % agreed here at 99.5 % weight agreement.)"""
     from lns_larq import data
 
     baseline, _, _ = trained_baseline
     train, _, test = data.pipelines(cifar, batch_size=64, train_subset=2000)
-    lns = lns_larq.lnsify(baseline, alpha=1.0, rho_pos=0.005)
-    aux_before = lns_state(lns)["aux_loss"]
-    with mapping_only(lns):
-        lns.compile(tf.keras.optimizers.SGD(0.01, momentum=0.9),
-                    tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-        lns.fit(train.take(10), epochs=1, verbose=0)
-    assert lns_state(lns)["aux_loss"] < aux_before
-    assert any(np.any(w.numpy() != 0) for layer in lns_layers(lns) for w in layer.kernel_quantizer.trainable_weights)
     images, _ = next(iter(test.unbatch().batch(500)))
-    agree = np.mean(np.argmax(baseline.predict(images, verbose=0), 1) == np.argmax(lns.predict(images, verbose=0), 1))
-    assert agree >= 0.99, agree
-    assert lns_state(lns)["agreement"] >= 0.99
+    reference = np.argmax(baseline.predict(images, verbose=0), 1)
+    lns = lns_larq.lnsify(baseline, alpha=1.0, rho_pos=0.005)
+    assert agreement(lns) < 0.7
+    random_agree = np.mean(reference == np.argmax(lns.predict(images, verbose=0), 1))
+    latent_before = [layer.kernel.latent_variable.numpy() for layer in lns_layers(lns)]
+    warm_start(lns, train.repeat(), epochs=1, steps_per_epoch=150, stop_agreement=0.995, verbose=0)
+    assert agreement(lns) >= 0.995
+    for layer, before in zip(lns_layers(lns), latent_before):  # only the mappings trained
+        np.testing.assert_array_equal(layer.kernel.latent_variable.numpy(), before)
+    agree = np.mean(reference == np.argmax(lns.predict(images, verbose=0), 1))
+    assert agree >= 0.5 and agree >= random_agree + 0.25, (random_agree, agree)
+
+
+def test_controlled_task_default_mapping_corrects_flips_and_gated_does_not():
+    """The paper's mechanism, on filters with known clean signs (issue: 256 filters
+    3x3x16, 5 % flipped taps): trained on the noisy loss alone, the default mapping
+    corrects at least a quarter of the flipped weights while breaking at most 1 % of
+    the clean ones; the gated mapping corrects none."""
+    task = noisy_filters.make_task(filters=256, channels=16, rho=0.05, seed=0)
+    curve = noisy_filters.train_mapping(LNSQuantizer(), task, steps=300, every=25)
+    assert curve[0]["broken"] > 0.3  # it starts random: the result is learnt
+    best = max((c for c in curve if c["broken"] <= 0.01), key=lambda c: c["corrected"])
+    assert best["corrected"] >= 0.25, curve
+    gated = noisy_filters.train_mapping(LNSQuantizer(gated=True, loss_input="output"), task, steps=300, every=50)
+    assert all(c["corrected"] == 0.0 and c["broken"] == 0.0 for c in gated), gated
+
+
+def test_classification_loss_alone_changes_binary_weights_through_the_mapping():
+    """Not inert: with the latent weights frozen and alpha = 0, a few steps of fit
+    make the mapping disagree with sign(W) where the cross-entropy asks for it."""
+    model = _small_lns_model(alpha=0.0)
+    x = np.random.default_rng(0).standard_normal((64, 32, 32, 3)).astype(np.float32)
+    y = np.arange(64) % 10
+    warm_start(model, tf.data.Dataset.from_tensor_slices((x, y)).batch(32).repeat(), epochs=1,
+               steps_per_epoch=400, alpha=1.0, stop_agreement=1.0, verbose=0)
+    assert agreement(model) == 1.0
+    latent = [layer.kernel.latent_variable.numpy() for layer in lns_layers(model)]
+    with mapping_only(model):
+        model.compile(tf.keras.optimizers.Adam(1e-2), tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        model.fit(x, y, epochs=3, batch_size=32, verbose=0)
+    for layer, before in zip(lns_layers(model), latent):
+        np.testing.assert_array_equal(layer.kernel.latent_variable.numpy(), before)
+    assert agreement(model) < 1.0
+
+
+def test_gradient_health_after_hundreds_of_steps_at_alpha_one():
+    """Eq. 15 on the pre-activation settles z at +-t = +-1.0101 (rho = 0.005), where
+    tanh' = 0.41: the classification gradient reaching theta and W keeps at least
+    0.3 of its size, and almost no weight saturates (|q| > 0.99 needs |z| > 2.65).
+    On the bounded output, the same training saturates the mapping."""
+    task = noisy_filters.make_task(filters=128, channels=16, rho=0.05, seed=1)
+    kernel = tf.constant(task.kernel)
+    default = LNSQuantizer(alpha=1.0)
+    noisy_filters.train_mapping(default, task, steps=400, every=400)
+    state = default.state(kernel)
+    assert state["saturated"] <= 0.01 and state["bound_derivative"] >= 0.3, state
+    output = LNSQuantizer(alpha=1.0, loss_input="output")
+    noisy_filters.train_mapping(output, task, steps=400, every=400)
+    assert output.state(kernel)["bound_derivative"] < state["bound_derivative"] / 2, output.state(kernel)
+
+
+def test_lnsify_and_bonnify_descend_into_nested_models():
+    """A binary conv inside a nested Sequential is converted too, not skipped."""
+    from lns_larq.bonn import bonnify, kernel_priors
+
+    def binary_conv(name):
+        return lq.layers.QuantConv2D(4, 3, padding="same", pad_values=1.0, use_bias=False, name=name,
+                                     input_quantizer="ste_sign", kernel_quantizer="ste_sign",
+                                     kernel_constraint="weight_clip")
+
+    inner = tf.keras.Sequential([tf.keras.Input((8, 8, 4)), binary_conv("inner_conv")], name="inner")
+    x = tf.keras.Input((8, 8, 3))
+    h = inner(binary_conv("outer_conv")(x))
+    model = tf.keras.Model(x, tf.keras.layers.Dense(10)(tf.keras.layers.Flatten()(h)))
+    images = tf.random.normal((2, 8, 8, 3))
+    lns = lns_larq.lnsify(model)
+    assert sorted(layer.name for layer in lns_layers(lns)) == ["inner_conv", "outer_conv"]
+    with labels_as_weights(lns):
+        _predictions_equal(model, lns, images)
+    bonn = bonnify(model)
+    assert sorted(layer.name for layer, _ in kernel_priors(bonn)) == ["inner_conv", "outer_conv"]

@@ -75,3 +75,16 @@ def test_loss_can_be_negative():
     """A confident correct prediction gets a negative corrected loss (expected)."""
     value = unbiased_mse(tf.constant([1.0]), tf.constant([1.0]), 0.1, 0.1).numpy()
     assert value[0] < 0
+
+
+@pytest.mark.parametrize("rho_pos,rho_neg", [(0.005, 0.005), (0.1, 0.1), (0.3, 0.05), (0.02, 0.4)])
+def test_expands_to_squared_error_towards_an_inflated_label(rho_pos, rho_neg):
+    """Eq. 15 = (q - t)^2 + 1 - t^2 with t = (q~ + rho_pos - rho_neg) / (1 - rho_pos - rho_neg):
+    per element a squared error towards a label beyond +-1, never favouring a flip."""
+    rng = np.random.default_rng(0)
+    q_hat = rng.uniform(-2, 2, 1000).astype(np.float32)
+    labels = rng.choice([-1.0, 1.0], 1000).astype(np.float32)
+    t = (labels + rho_pos - rho_neg) / (1 - rho_pos - rho_neg)
+    np.testing.assert_allclose(unbiased_mse(q_hat, labels, rho_pos, rho_neg), (q_hat - t) ** 2 + 1 - t ** 2,
+                               rtol=1e-4, atol=1e-4)
+    assert np.all(np.sign(t) == labels) and np.all(np.abs(t) > 0.5)

@@ -38,7 +38,7 @@ def measure(name):
 
     shape = tuple(int(v) for v in FLAGS.input_shape)
     options = dict(num_classes=FLAGS.num_classes, input_shape=shape)
-    if models.split_name(name)[0] not in models._NO_METHOD:
+    if models.has_methods(models.split_name(name)[0]):
         options["quantizer"] = FLAGS.quantizer
     if FLAGS.mapping_width is not None and models.split_name(name)[1] == "lns":
         options["width"] = FLAGS.mapping_width

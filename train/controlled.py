@@ -24,9 +24,16 @@ from lns_larq import noisy_filters
 from lns_larq.quantizers import LNSQuantizer
 
 FLAGS = flags.FLAGS
+VARIANTS = {  # name -> LNSQuantizer options
+    "default": {},
+    "gated": {"gated": True, "loss_input": "output"},
+    "output": {"loss_input": "output"},  # ungated, Eq. 15 on the tanh output
+}
+
 flags.DEFINE_list("widths", ["0.5", "1", "2"], "Mapping widths (hidden channels / input channels; paper: 2).")
 flags.DEFINE_list("rhos", ["0.01", "0.05", "0.1"], "Fractions of flipped taps.")
 flags.DEFINE_list("decays", ["0", "0.01"], "L2 weight decays on the mapping (theta).")
+flags.DEFINE_list("variants", ["default", "gated"], f"Mappings to compare, of {', '.join(VARIANTS)}.")
 flags.DEFINE_integer("filters", 256, "Filters of the synthetic layer.", lower_bound=1)
 flags.DEFINE_integer("channels", 16, "Input channels of the synthetic layer.", lower_bound=1)
 flags.DEFINE_integer("steps", 1000, "Training steps per setting.", lower_bound=1)
@@ -35,10 +42,6 @@ flags.DEFINE_float("lr", 1e-3, "Adam learning rate.", lower_bound=0)
 flags.DEFINE_integer("seed", 0, "Seed of the task and the mapping's initialisation.")
 flags.DEFINE_string("output_dir", "runs/controlled", "Where controlled.csv and controlled.png go.")
 
-VARIANTS = {  # name -> LNSQuantizer options
-    "default": {},
-    "gated": {"gated": True, "loss_input": "output"},
-}
 
 
 def best_checkpoint(curve, max_broken=0.01):
@@ -50,7 +53,7 @@ def best_checkpoint(curve, max_broken=0.01):
 def run_grid():
     rows = []
     for rho, width, decay, variant in itertools.product(
-            map(float, FLAGS.rhos), map(float, FLAGS.widths), map(float, FLAGS.decays), VARIANTS):
+            map(float, FLAGS.rhos), map(float, FLAGS.widths), map(float, FLAGS.decays), FLAGS.variants):
         if variant == "gated" and decay:
             continue  # the gated mapping corrects nothing; decay does not change that
         task = noisy_filters.make_task(FLAGS.filters, FLAGS.channels, rho=rho, seed=FLAGS.seed)
@@ -83,7 +86,7 @@ def plot(rows, path):
             if not curve:
                 continue
             steps = [r["step"] for r in curve]
-            style = "--" if variant == "gated" else "-"
+            style = {"gated": "--", "output": ":"}.get(variant, "-")
             label = f"{variant}, width {width:g}" + (f", decay {decay:g}" if decay else "")
             axes[0, col].plot(steps, [100 * r["corrected"] for r in curve], style, label=label)
             axes[1, col].plot(steps, [100 * r["broken"] for r in curve], style, label=label)
@@ -107,6 +110,9 @@ def main(argv):
             [float(v) for v in getattr(FLAGS, name)]
     except ValueError:
         sys.exit(f"controlled.py: error: --{name} must be numbers, got {getattr(FLAGS, name)}")
+    unknown = set(FLAGS.variants) - set(VARIANTS)
+    if unknown:
+        sys.exit(f"controlled.py: error: unknown variants {sorted(unknown)}; choose from {list(VARIANTS)}")
     os.makedirs(FLAGS.output_dir, exist_ok=True)
     rows = run_grid()
     with open(os.path.join(FLAGS.output_dir, "controlled.csv"), "w", newline="") as f:

@@ -239,7 +239,8 @@ def summarize(folders, results_dir):
             delta = "–"
         else:
             d_mean, d_half = t_interval(diffs)
-            delta = f"{d_mean:+.2f} ({d_mean - d_half:+.2f}, {d_mean + d_half:+.2f}), n={len(diffs)}"
+            delta = (f"{d_mean:+.2f} ({d_mean - d_half:+.2f}, {d_mean + d_half:+.2f}), n={len(diffs)}"
+                     if len(diffs) > 1 else f"{d_mean:+.2f}, n=1 (no interval)")
         best_mean, best_std = _mean_std([100 * r["best_test_accuracy"] for r in mine])
         warm = "–"
         if any(r["warmup_agreement"] is not None for r in mine):

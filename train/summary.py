@@ -33,7 +33,7 @@ def build(name, quantizer):
         base, _ = models.split_name(name)
     except ValueError as e:
         _fail(str(e))
-    options = {} if base in models._NO_METHOD else {"quantizer": quantizer}
+    options = {"quantizer": quantizer} if models.has_methods(base) else {}
     return models.get(name, **options)
 
 
