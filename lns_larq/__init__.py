@@ -26,10 +26,24 @@ def _check_keras_2():
 
 _check_keras_2()
 
-from lns_larq import losses, quantizers  # noqa: E402
+def _mark_larq_not_convertible():
+    # AutoGraph cannot parse larq's QuantizedVariable.from_variable (a classmethod
+    # whose source it fails on) and prints a multi-line "please report this"
+    # warning in every training run. TensorFlow's own advice is to mark such a
+    # function do_not_convert; it then runs as-is, exactly as it did after the warning.
+    import tensorflow as tf
+    from larq.quantized_variable import QuantizedVariable
+
+    func = QuantizedVariable.from_variable.__func__
+    QuantizedVariable.from_variable = classmethod(tf.autograph.experimental.do_not_convert(func))
+
+
+_mark_larq_not_convertible()
+
+from lns_larq import losses, noisy_filters, quantizers  # noqa: E402
 from lns_larq.lns import lnsify  # noqa: E402
 from lns_larq.quantizers import LNSQuantizer  # noqa: E402
 from lns_larq import bonn  # noqa: E402  (registers the <model>_bonn variants)
 
 __version__ = "0.1.0"
-__all__ = ["LNSQuantizer", "bonn", "lnsify", "losses", "quantizers", "__version__"]
+__all__ = ["LNSQuantizer", "bonn", "lnsify", "losses", "noisy_filters", "quantizers", "__version__"]

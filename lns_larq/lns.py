@@ -1,6 +1,9 @@
-"""Turn a trained binary Larq model into an LNS model, and the warm-start freeze."""
+"""LNS on a Larq model: `lnsify`, the warm start of the mappings, and `LNS`, the
+training method that `<model>_lns` and `train/fit.py` use."""
 
 import contextlib
+import json
+import os
 
 import larq as lq
 import tensorflow as tf
@@ -182,33 +185,30 @@ def _set_weight_lists(layer, trainable, non_trainable):
 
 
 @contextlib.contextmanager
+def _quantizers_set(model, name, value):
+    """Within the block, attribute `name` of every LNS quantizer of `model` is `value`."""
+    quantizers = [layer.kernel_quantizer for layer in lns_layers(model)]
+    saved = [getattr(q, name) for q in quantizers]
+    try:
+        for q in quantizers:
+            setattr(q, name, value)
+        yield model
+    finally:
+        for q, old in zip(quantizers, saved):
+            setattr(q, name, old)
+
+
 def labels_as_weights(model):
     """Within the block, every LNS layer of `model` binarizes to its noisy labels
     instead of the mapping's prediction: with `labels="pretrained"`, or before
     fine-tuning, that is the pretrained binary network. Compile inside the block."""
-    quantizers = [layer.kernel_quantizer for layer in lns_layers(model)]
-    try:
-        for q in quantizers:
-            q.use_labels = True
-        yield model
-    finally:
-        for q in quantizers:
-            q.use_labels = False
+    return _quantizers_set(model, "use_labels", True)
 
 
-@contextlib.contextmanager
 def supervision_weight(model, alpha):
     """Within the block, every LNS layer of `model` weights its auxiliary loss by
     `alpha`. Compile inside the block: the loss is traced into the train step."""
-    quantizers = [layer.kernel_quantizer for layer in lns_layers(model)]
-    saved = [q.alpha for q in quantizers]
-    try:
-        for q in quantizers:
-            q.alpha = float(alpha)
-        yield model
-    finally:
-        for q, value in zip(quantizers, saved):
-            q.alpha = value
+    return _quantizers_set(model, "alpha", float(alpha))
 
 
 def agreement(model):
@@ -256,8 +256,9 @@ def warm_start(model, data, epochs=1, steps_per_epoch=None, optimizer=None, alph
     alpha = 0 ablation starts from a mapping that reproduces the pretrained binary
     weights; plus the cross-entropy when `cross_entropy` (the paper's Eq. 21 with
     the other weights fixed). Without it, the warm start learns nothing from the
-    data (batch norm is frozen too), so it adds no training epoch to a comparison. `stop_agreement` ends the warm start early once that
-    fraction of binary weights agrees with the labels (`StopAtAgreement`).
+    data (batch norm is frozen too), so it adds no training epoch to a comparison.
+    `stop_agreement` ends the warm start early once that fraction of binary
+    weights agrees with the labels (`StopAtAgreement`).
     `optimizer` defaults to Adam at 1e-3, the rate the controlled task was measured
     with. Returns the Keras `History`; the model is compiled for the warm start
     afterwards, so compile it again for fine-tuning.
@@ -289,8 +290,7 @@ class LNS(Method):
     - `prepare`: freezes the noisy labels of the loaded weights, then warm-starts the
       random mappings (`warm_start`) for `warmup_epochs`, Adam at `warmup_lr`, on the
       noisy loss at `warmup_alpha` (plus the cross-entropy with
-      `warmup_objective="full"`),
-      stopping once the agreement with the labels reaches `warmup_agreement`
+      `warmup_objective="full"`), stopping once the agreement with the labels reaches `warmup_agreement`
       (default 1 - mean rho). Its report (agreement, per-layer disagreement, test
       accuracy before and after) goes to `warmup.json` and `metrics.json`; the
       mapping weights to `warmup.weights.h5`, so a resumed run skips the warm start.
@@ -311,9 +311,6 @@ class LNS(Method):
         LNSQuantizer(**self.options_from_config(config))
 
     def prepare(self, run):
-        import json
-        import os
-
         from lns_larq.callbacks import LNSMonitor, lns_layer_state
 
         model, config = run.model, run.config

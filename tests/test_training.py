@@ -227,3 +227,20 @@ def test_a_new_method_is_one_class_and_one_registry_line(tmp_path):
         models._METHODS.pop("tagged")
     assert calls == [("wrap", 7), ("prepare", 16), ("epoch", 0), ("epoch", 1)]
     assert metrics["tagged"] == {"ready": True}
+
+
+def test_a_run_prints_no_library_noise_and_a_short_progress_line(tmp_path):
+    """No AutoGraph "please report" warning, no slow-callback warning, and no
+    per-layer figures on the progress line (they go to layers.csv)."""
+    result = _fit("--model", "resnet20_lns", "--dataset", "digits", "--epochs", "1", "--steps_per_epoch", "6",
+                  "--batch_size", "32", "--warmup_epochs", "1", "--verbose", "2",
+                  "--output_dir", str(tmp_path / "run"), timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    output = result.stdout + result.stderr
+    assert "AutoGraph could not transform" not in output
+    assert "is slow compared to the batch time" not in output
+    progress = [line for line in output.splitlines() if "val_accuracy" in line]
+    assert progress and all("flip_rate/" not in line for line in progress)
+    assert "flip_rate:" in progress[-1] and "agreement:" in progress[-1]
+    with open(tmp_path / "run" / "layers.csv") as f:
+        assert sum(1 for row in csv.DictReader(f) if row["figure"] == "flip_rate") == 18

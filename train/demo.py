@@ -11,6 +11,7 @@ For CIFAR-10, run the same steps with train/fit.py and train/export.py (README).
 
 import os
 import sys
+import time
 
 import lns_larq  # noqa: F401
 from absl import app, flags, logging
@@ -19,22 +20,25 @@ from lns_larq import training
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("output_dir", "runs/demo", "Where the two runs and the .tflite go.")
-flags.DEFINE_integer("epochs", 4, "Baseline epochs (the LNS fine-tuning runs half as many).", lower_bound=1)
+flags.DEFINE_integer("epochs", 15, "Baseline epochs (the LNS fine-tuning runs a third as many).", lower_bound=1)
 
 
 def main(argv):
     logging.set_verbosity(logging.WARNING)
     base_dir = os.path.join(FLAGS.output_dir, "baseline")
     lns_dir = os.path.join(FLAGS.output_dir, "lns")
-    common = dict(dataset="digits", batch_size=64, verbose=2)
+    # Adam with a cosine decay (Larq's advice for BNNs) reaches about 97 % on the
+    # digits in 15 epochs; SGD at 0.1 reached 50 % in 4.
+    common = dict(dataset="digits", batch_size=64, optimizer="adam", lr_schedule="cosine", verbose=2)
+    start = time.time()
     print("== 1/3 baseline: binary ResNet-20 (DoReFa) on digits")
     base = training.run(training.TrainConfig(
-        model="resnet20", quantizer="dorefa", epochs=FLAGS.epochs, lr=0.1, lr_schedule="cosine",
+        model="resnet20", quantizer="dorefa", epochs=FLAGS.epochs, lr=1e-2,
         output_dir=base_dir, command=" ".join(sys.argv), **common))
-    print("== 2/3 LNS: warm start + fine-tuning from the baseline")
+    print("== 2/3 LNS: warm start of the mappings, then fine-tuning from the baseline")
     lns = training.run(training.TrainConfig(
         model="resnet20_lns", pretrained=os.path.join(base_dir, "model.keras"), alpha=1.0,
-        rho_pos=0.005, warmup_epochs=1, epochs=max(1, FLAGS.epochs // 2), lr=0.01,
+        rho_pos=0.005, warmup_epochs=1, epochs=max(1, FLAGS.epochs // 3), lr=1e-3,
         output_dir=lns_dir, command=" ".join(sys.argv), **common))
     print("== 3/3 export through Larq Compute Engine")
     import tensorflow as tf
@@ -43,11 +47,20 @@ def main(argv):
 
     tflite_path = os.path.join(FLAGS.output_dir, "resnet20_lns.tflite")
     report = export.export_tflite(tf.keras.models.load_model(lns["model_path"]), tflite_path)
-    print(f"\nbaseline test accuracy {base['test_accuracy']:.4f}  ({base_dir})")
-    print(f"LNS      test accuracy {lns['test_accuracy']:.4f}  warm-start agreement "
-          f"{lns['warmup']['agreement']:.4f}  ({lns_dir})")
-    print(f"exported {tflite_path}:")
     print(report.table())
+    warm = lns["lns"]
+    rows = [
+        ("baseline test accuracy", f"{100 * base['test_accuracy']:.1f} %"),
+        ("LNS at its labels (= baseline)", f"{100 * warm['labels_test_accuracy']:.1f} %"),
+        ("after the warm start", f"{100 * warm['warmup_test_accuracy']:.1f} %, "
+                                 f"{100 * (1 - warm['agreement']):.2f} % of binary weights differ from sign(W)"),
+        ("after LNS fine-tuning", f"{100 * lns['test_accuracy']:.1f} %, "
+                                  f"{100 * lns['final_flip_rate_total']:.2f} % of binary weights flipped"),
+        ("exported", f"{tflite_path}: {report.bconv_ops}/{report.binary_layers} binary convs are LceBconv2d"),
+        ("wall time", f"{time.time() - start:.0f} s"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    print("\n" + "\n".join(f"{k:<{width}}  {v}" for k, v in rows))
     print(f"outputs in {FLAGS.output_dir}: baseline/ and lns/ (model.keras, log.csv, metrics.json, "
           "tensorboard/), resnet20_lns.tflite")
 
