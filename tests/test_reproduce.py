@@ -62,6 +62,7 @@ def test_tiny_campaign_every_arm_resume_and_skip(tmp_path):
     diff = 100 * float(lns["final_test_accuracy"]) - 100 * float(finetune["final_test_accuracy"])
     assert f"| {diff:+.2f}, n=1 (no interval) |" in lns_line
     assert os.path.getsize(os.path.join(results, "fig3_curves.png")) > 1000
+    assert os.path.getsize(os.path.join(results, "flip_heatmap.png")) > 1000
 
     again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and again.stdout.count("complete, skipped") == 5

@@ -129,6 +129,13 @@ def run_fit(args, out):
         sys.exit(f"reproduce.py: error: run failed (exit {result.returncode}), see {out}/fit.log")
 
 
+def data_label():
+    """The data of a campaign, as figure titles name it."""
+    if FLAGS.dataset != "cifar10":
+        return FLAGS.dataset
+    return "CIFAR-10 (JPEG q75 copy)" if FLAGS.data_path else "CIFAR-10 (tensorflow-datasets)"
+
+
 def read_run(out):
     """metrics.json and the per-epoch log of a complete run."""
     with open(os.path.join(out, "metrics.json")) as f:
@@ -273,9 +280,10 @@ def figures(folders, results_dir):
         ("agreement", "disagreement with noisy labels %", lambda v: 100 * (1 - v)),
     ]
     fig, axes = plt.subplots(1, 4, figsize=(19, 4.2))
-    for (quantizer, arm), outs in folders.items():
+    for index, ((quantizer, arm), outs) in enumerate(folders.items()):
         if arm == "baseline" or not outs:
             continue
+        color = f"C{index}"  # one colour per arm in every panel
         logs = [read_run(out)[1] for out in outs]
         for ax, (key, title, transform) in zip(axes, panels):
             series = [[transform(float(r[key])) for r in log if r.get(key) not in (None, "", "NA")] for log in logs]
@@ -286,18 +294,63 @@ def figures(folders, results_dir):
             epochs = np.arange(1, n + 1)
             label = arm if len(FLAGS.quantizers) == 1 else f"{quantizer}/{arm}"
             label += f" (n={len(values)})"
-            ax.plot(epochs, values.mean(0), marker="o", label=label)
+            ax.plot(epochs, values.mean(0), marker="o", label=label, color=color)
             if len(values) > 1:
-                ax.fill_between(epochs, values.mean(0) - values.std(0), values.mean(0) + values.std(0), alpha=0.2)
+                ax.fill_between(epochs, values.mean(0) - values.std(0), values.mean(0) + values.std(0), alpha=0.2,
+                                color=color)
             ax.set_ylabel(title)
             ax.set_xlabel("fine-tuning epoch")
             ax.set_xticks(epochs)
+    for (quantizer, arm), outs in folders.items():
+        if arm == "baseline" and outs:
+            axes[1].axhline(100 * read_run(outs[0])[0]["test_accuracy"], color="gray", linestyle="--",
+                            label=f"baseline{'' if len(FLAGS.quantizers) == 1 else ' ' + quantizer}")
     axes[0].legend()
-    fig.suptitle(f"CIFAR-10 (JPEG q75 copy), binary ResNet-20, protocol {FLAGS.protocol}: "
-                 "mean ± std over seeds")
+    axes[1].legend(handles=[h for h in axes[1].get_lines() if h.get_label().startswith("baseline")])
+    fig.suptitle(f"{data_label()}, binary ResNet-20, protocol {FLAGS.protocol}: mean ± std over seeds")
     fig.tight_layout()
     path = os.path.join(results_dir, "fig3_curves.png")
     fig.savefig(path, dpi=80)
+    print(f"wrote {path}")
+
+
+def flip_heatmaps(folders, results_dir):
+    """Per-layer flip rate (layers x epochs) of the first run of each fine-tuning arm."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    panels = []
+    for (quantizer, arm), outs in folders.items():
+        path = os.path.join(outs[0], "layers.csv") if outs else ""
+        if arm == "baseline" or not os.path.exists(path):
+            continue
+        with open(path) as f:
+            rows = [r for r in csv.DictReader(f) if r["figure"] == "flip_rate"]
+        layers = list(dict.fromkeys(r["layer"] for r in rows))
+        epochs = sorted({int(r["epoch"]) for r in rows})
+        grid = np.full((len(layers), len(epochs)), np.nan)
+        for r in rows:
+            grid[layers.index(r["layer"]), epochs.index(int(r["epoch"]))] = 100 * float(r["value"])
+        panels.append((f"{arm}" if len(FLAGS.quantizers) == 1 else f"{quantizer}/{arm}", layers, epochs, grid,
+                       os.path.basename(os.path.dirname(outs[0]))))
+    if not panels:
+        return
+    vmax = max(np.nanmax(p[3]) for p in panels) or 1.0
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels) + 2, 0.28 * len(panels[0][1]) + 2),
+                             squeeze=False)
+    for ax, (label, layers, epochs, grid, seed) in zip(axes[0], panels):
+        image = ax.imshow(grid, aspect="auto", cmap="viridis", vmin=0, vmax=vmax)
+        ax.set_title(f"{label} ({seed})")
+        ax.set_xticks(range(len(epochs)), [str(e + 1) for e in epochs])
+        ax.set_xlabel("fine-tuning epoch")
+        ax.set_yticks(range(len(layers)), layers if ax is axes[0][0] else [])
+    fig.colorbar(image, ax=axes[0].tolist(), label="binary weights flipped in the epoch %")
+    fig.suptitle(f"Per-layer flip rate, {data_label()}, protocol {FLAGS.protocol}")
+    path = os.path.join(results_dir, "flip_heatmap.png")
+    fig.savefig(path, dpi=80, bbox_inches="tight")
     print(f"wrote {path}")
 
 
@@ -364,6 +417,7 @@ def main(argv):
     summarize(folders, results_dir)
     if FLAGS.figures:
         figures(folders, results_dir)
+        flip_heatmaps(folders, results_dir)
 
 
 if __name__ == "__main__":
