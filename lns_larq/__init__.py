@@ -8,7 +8,46 @@ import os
 import sys
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+# TensorFlow's C++ info and warning logs (CPU instruction sets, oneDNN, the
+# "End of sequence" rendezvous note of every epoch) are hidden unless the user
+# sets TF_CPP_MIN_LOG_LEVEL; errors still print.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# Printed at import by the CUDA-enabled TensorFlow wheel, GPU or not, because its
+# CUDA plugins register twice (tensorflow/tensorflow#62075); harmless, and the only
+# "errors" of a healthy CPU run.
+_KNOWN_IMPORT_NOISE = ("Unable to register cuFFT factory", "Unable to register cuDNN factory",
+                       "Unable to register cuBLAS factory")
+
+
+def _import_tensorflow_without_known_noise():
+    """Import TensorFlow with file descriptor 2 captured, then replay every captured
+    line except the known-harmless ones: nothing else TensorFlow prints is lost."""
+    if "tensorflow" in sys.modules:
+        return
+    import tempfile
+
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real stderr (embedded interpreters)
+        import tensorflow  # noqa: F401
+        return
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            lines = captured.read().decode(errors="replace").splitlines(keepends=True)
+            kept = "".join(line for line in lines if not any(n in line for n in _KNOWN_IMPORT_NOISE))
+            if kept:
+                os.write(2, kept.encode())
+
+
+_import_tensorflow_without_known_noise()
 
 
 def _check_keras_2():

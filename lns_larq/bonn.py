@@ -115,7 +115,7 @@ import tensorflow as tf
 from larq import utils
 
 from lns_larq import models
-from lns_larq.lns import _all_layers, clone_nested, copy_weights, is_binarized_conv
+from lns_larq.lns import _all_layers, check_binarized_layers_convertible, clone_nested, copy_weights, is_binarized_conv
 from lns_larq.methods import Method
 
 __all__ = [
@@ -555,7 +555,7 @@ def initialize_state(model, data=None, max_batches=20):
     model.feature_log_variances.assign(log_variances)
 
 
-def bonnify(model, bonn_lambda=DEFAULT_LAMBDA, bonn_theta=DEFAULT_THETA, bonn_nu=DEFAULT_NU):
+def bonnify(model, bonn_lambda=DEFAULT_LAMBDA, bonn_theta=DEFAULT_THETA, bonn_nu=DEFAULT_NU, keep=()):
     """A copy of `model` trained the BONN way: a `BONNModel` of the same network.
 
     Every binarized `QuantConv2D` (binary kernel quantizer) gets a
@@ -576,9 +576,12 @@ def bonnify(model, bonn_lambda=DEFAULT_LAMBDA, bonn_theta=DEFAULT_THETA, bonn_nu
         bonn_lambda: Weight \\(\\lambda\\) of the kernel losses (0: none).
         bonn_theta: Weight \\(\\theta\\) of the feature loss (0: none).
         bonn_nu: Weight \\(\\nu\\) of the prior terms of the kernel loss.
+        keep: Names of binarized layers that are not `QuantConv2D`s to leave
+            without a kernel loss (otherwise they are an error).
 
     # Raises
         ValueError: if `model` has no binarized `QuantConv2D` or no `Dense` layer, a
+            binarized layer BONN cannot convert is not in `keep`, a
             binarized conv already has a kernel regulariser, or a weight is negative.
     """
     BayesianKernelLoss(bonn_lambda, bonn_nu)  # validate before cloning
@@ -590,6 +593,7 @@ def bonnify(model, bonn_lambda=DEFAULT_LAMBDA, bonn_theta=DEFAULT_THETA, bonn_nu
             f"Model {model.name!r} has no binarized QuantConv2D (a QuantConv2D with a "
             "1-bit kernel_quantizer); there is no kernel for BONN's prior."
         )
+    check_binarized_layers_convertible(model, "BONN", keep)
     for layer in binarized:
         if layer.kernel_regularizer is not None:
             raise ValueError(

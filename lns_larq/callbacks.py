@@ -156,19 +156,31 @@ def lns_layer_state(model, sample=None):
         for key, value in layer.kernel_quantizer.state(latent).items():
             figures.setdefault(key, {})[layer.name] = value
     if sample is not None:
-        x, y = sample
-        thetas = [layer.kernel_quantizer.network.trainable_weights for layer in layers]
-        with tf.GradientTape(persistent=True) as tape:
-            logits = model(x, training=False)
-            ce = tf.reduce_mean(tf.keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True))
-            aux = [layer.kernel_quantizer.auxiliary_loss(tf.convert_to_tensor(layer.kernel.latent_variable))
-                   for layer in layers]
-        for layer, theta, aux_loss in zip(layers, thetas, aux):
-            g_ce = tf.linalg.global_norm(tape.gradient(ce, theta))
-            g_aux = tf.linalg.global_norm(tape.gradient(aux_loss, theta))
-            figures.setdefault("grad_ratio", {})[layer.name] = float(g_aux / (g_ce + 1e-30))
-        del tape
+        ratios = _grad_ratios(model, layers, sample)
+        figures["grad_ratio"] = {layer.name: float(r) for layer, r in zip(layers, ratios)}
     return figures
+
+
+def _grad_ratios(model, layers, sample):
+    """Per layer, |grad_theta alpha l~| / |grad_theta CE| on `sample` (see `LNSMonitor`)."""
+    x, y = sample
+    # Under a strategy, fit's callbacks run in cross-replica context, where the model
+    # reads each mirrored variable's first component; the tape can only differentiate
+    # with respect to those components (the variable itself has no handle there).
+    local = tf.distribute.get_strategy().experimental_local_results
+    thetas = [[local(w)[0] for w in layer.kernel_quantizer.network.trainable_weights] for layer in layers]
+    with tf.GradientTape(persistent=True) as tape:
+        logits = model(x, training=False)
+        ce = tf.reduce_mean(tf.keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True))
+        aux = [layer.kernel_quantizer.auxiliary_loss(tf.convert_to_tensor(layer.kernel.latent_variable))
+               for layer in layers]
+    ratios = []
+    for theta, aux_loss in zip(thetas, aux):
+        g_ce = tf.linalg.global_norm(tape.gradient(ce, theta))
+        g_aux = tf.linalg.global_norm(tape.gradient(aux_loss, theta))
+        ratios.append(float(g_aux / (g_ce + 1e-30)))
+    del tape
+    return ratios
 
 
 def lns_state(model):

@@ -3,8 +3,8 @@
 After training, LNS keeps only the mapped binary weights (paper Sec. 3.2): the
 mapping networks \\(f_\\theta\\) are training-time machinery. `bake` folds each LNS
 layer into a plain Larq `QuantConv2D` holding those weights, and `export_tflite`
-converts the result with LCE and checks that every binary conv became an
-`LceBconv2d` (bit-packed XNOR/popcount on ARM):
+converts the result with LCE and checks that every binary layer became an
+`LceBconv2d` (bit-packed XNOR/popcount on ARM), naming those that did not:
 
 ```python
 import lns_larq
@@ -22,13 +22,14 @@ import collections
 import dataclasses
 import json
 import os
+import tempfile
 import warnings
 
 import larq as lq
 import numpy as np
 import tensorflow as tf
 
-from lns_larq.lns import _all_layers, clone_nested, is_binarized_conv, lns_layers
+from lns_larq.lns import _all_layers, clone_nested, is_binarized, lns_layers
 from lns_larq.quantizers import quantized_kernel, scale_kind
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "ExportReport",
     "bake",
     "cifar10_test_images",
+    "constant_kernels",
     "deployable_params",
     "export_tflite",
     "float_copy",
@@ -58,9 +60,11 @@ _SIGN_INPUT_QUANTIZERS = (lq.quantizers.SteSign, lq.quantizers.ApproxSign, lq.qu
 
 
 class ExportError(ValueError):
-    """The conversion did not produce one `LceBconv2d` per binary layer.
+    """The conversion failed, or did not produce one `LceBconv2d` per binary layer.
 
-    `report` holds the `ExportReport` of the failed conversion.
+    The message is one line naming the model and the cause; `report` holds the
+    `ExportReport` of a conversion that ran but left binary layers in float
+    (`report.unconverted`), `None` if the converter itself failed.
     """
 
     def __init__(self, message, report=None):
@@ -169,18 +173,64 @@ def float_copy(model):
     return copy
 
 
+def _has_binary_kernel(layer):
+    return getattr(getattr(layer, "kernel_quantizer", None), "precision", None) == 1
+
+
+def constant_kernels(model):
+    r"""A copy of `model` whose binary kernels are constants \(K = Q(W)\), without quantizer.
+
+    Each layer with a 1-bit `kernel_quantizer` gets as its kernel the \(\pm s\)
+    values it multiplies with in inference (for DoReFa, \(K = \overline{|W|}\,
+    \mathrm{sign}(W)\)), and no kernel quantizer or constraint; its input quantizer
+    stays. The copy computes what `model` computes. `export_tflite` converts it,
+    because TensorFlow folds an op into a constant only if its operands hold at
+    most \(2^{30}\) bits (`kOperandsSizeThreshold` of its constant-folding
+    policy): the quantizer of a kernel of more than \(2^{25}\) float32 weights
+    stays in the graph as SIGN, MEAN and MUL ops, so LCE sees no constant filter.
+    AlexNet's fc6, \(6\cdot 6\cdot 256\cdot 4096 \approx 3.8\cdot 10^7\) weights,
+    then stays a float CONV_2D; as a binary `QuantDense` it crashes the converter
+    (`ValueError: cannot create std::vector larger than max_size()`; TensorFlow
+    2.16, LCE 0.16). A constant filter converts at any size. LNS layers are baked
+    first.
+
+    ```python
+    folded = lns_larq.export.constant_kernels(lns_larq.models.get("alexnet"))
+    assert folded.get_layer("fc6").kernel_quantizer is None
+    ```
+    """
+    if lns_layers(model):
+        model = bake(model)
+    folded = {layer.name for layer in _all_layers(model) if _has_binary_kernel(layer)}
+
+    def clone_layer(layer):
+        config = layer.get_config()
+        if layer.name in folded:
+            config.update(kernel_quantizer=None, kernel_constraint=None)
+        return layer.__class__.from_config(config)
+
+    copy = clone_nested(model, clone_layer)
+    copy._name = model.name
+    targets = {layer.name: layer for layer in _all_layers(copy)}
+    for layer in _all_layers(model):
+        if layer.weights:
+            _copy_layer_weights(layer, targets[layer.name])
+        if layer.name in folded:
+            targets[layer.name].kernel.assign(quantized_kernel(layer))
+    return copy
+
+
 # ---------------------------------------------------------------- flatbuffer ops
 
 
-def _operators(flatbuffer):
-    """Yield the type name of every operator of every subgraph of a TFLite model."""
+def _opcode_names(model):
+    """Type name of each operator code of a parsed TFLite `model`."""
     from tensorflow.lite.python import schema_py_generated as schema
 
     builtin_names = {
         value: name for name, value in vars(schema.BuiltinOperator).items()
         if not name.startswith("_")
     }
-    model = schema.Model.GetRootAs(flatbuffer, 0)
     names = []
     for i in range(model.OperatorCodesLength()):
         code = model.OperatorCodes(i)
@@ -190,10 +240,20 @@ def _operators(flatbuffer):
             names.append(code.CustomCode().decode())
         else:
             names.append(builtin_names.get(builtin, f"BUILTIN_{builtin}"))
+    return names
+
+
+def _ops(flatbuffer):
+    """Yield `(type name, operator, subgraph, model)` for every operator of a TFLite model."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    model = schema.Model.GetRootAs(flatbuffer, 0)
+    names = _opcode_names(model)
     for s in range(model.SubgraphsLength()):
         subgraph = model.Subgraphs(s)
         for o in range(subgraph.OperatorsLength()):
-            yield names[subgraph.Operators(o).OpcodeIndex()]
+            op = subgraph.Operators(o)
+            yield names[op.OpcodeIndex()], op, subgraph, model
 
 
 def op_counts(flatbuffer):
@@ -202,27 +262,101 @@ def op_counts(flatbuffer):
     A flatbuffer names each custom op once (in its operator codes), so the ops are
     counted by walking the subgraphs, not by searching the bytes.
     """
-    return dict(collections.Counter(_operators(flatbuffer)).most_common())
+    return dict(collections.Counter(name for name, *_ in _ops(flatbuffer)).most_common())
+
+
+def _bconv_filter_signs(flatbuffer):
+    """Yield the filter of every `LceBconv2d` as booleans `(c_out, kh, kw, bits)`,
+    True where the weight is negative.
+
+    LCE bit-packs a binary filter along its input channels: 32 weights per int32
+    word, least significant bit first, bit 1 for -1. `bits` is a multiple of 32;
+    the bits past `c_in` pad the last word.
+    """
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    for name, op, subgraph, model in _ops(flatbuffer):
+        if name != BCONV_OP:
+            continue
+        tensor = subgraph.Tensors(op.Inputs(1))
+        buffer = model.Buffers(tensor.Buffer())
+        if buffer.DataLength():
+            data = buffer.DataAsNumpy().tobytes()
+        else:  # files over 2 GB keep buffers after the flatbuffer, by offset
+            data = bytes(flatbuffer[buffer.Offset(): buffer.Offset() + buffer.Size()])
+        if not data:  # not a constant filter: no layer's signs to compare
+            continue
+        shape = tuple(tensor.ShapeAsNumpy())
+        if tensor.Type() == schema.TensorType.FLOAT32:  # not bit-packed
+            yield np.frombuffer(data, "<f4").reshape(shape) < 0
+        else:
+            words = np.frombuffer(data, "<i4").reshape(shape)
+            bits = np.unpackbits(words.view(np.uint8), axis=-1, bitorder="little")
+            yield bits.astype(bool)
+
+
+def _kernel_signs(layer):
+    """`sign(Q(W)) < 0` of a binary `QuantConv2D` in LCE's filter layout (OHWI), else None."""
+    if not isinstance(layer, lq.layers.QuantConv2D) or len(layer.kernel.shape) != 4:
+        return None
+    return np.transpose(quantized_kernel(layer).numpy() < 0, (3, 0, 1, 2))
+
+
+def _unconverted(model, flatbuffer):
+    r"""Names of the binary layers of `model` that no `LceBconv2d` of `flatbuffer` computes.
+
+    Each `LceBconv2d` holds the signs of its layer's filter, so a layer converted
+    if an unclaimed op's filter has exactly the signs of its quantized kernel,
+    \(\mathrm{sign}(Q(W))\). (Tensor names do not tell: LCE names a tensor after
+    the ops it fused, truncated to 50 characters.) A binary layer that is not a
+    `QuantConv2D` never matches: `LceBconv2d` is LCE's only binary op.
+    """
+    filters = list(_bconv_filter_signs(flatbuffer))
+    missing = []
+    for layer in _binary_layers(model):
+        signs = _kernel_signs(layer)
+        match = None if signs is None else next(
+            (i for i, f in enumerate(filters)
+             if f.shape[:3] == signs.shape[:3] and f.shape[3] >= signs.shape[3]
+             and np.array_equal(f[..., : signs.shape[3]], signs)),
+            None,
+        )
+        if match is None:
+            missing.append(layer.name)
+        else:
+            del filters[match]
+    return missing
 
 
 # ------------------------------------------------------------------------ export
 
 
 def _binary_layers(model):
-    return [layer for layer in _all_layers(model) if is_binarized_conv(layer)]
+    """The Larq layers of `model` with a 1-bit weight quantizer, of any layer type."""
+    return [layer for layer in _all_layers(model) if is_binarized(layer)]
+
+
+# The weight each Larq weight quantizer quantizes.
+_QUANTIZED_WEIGHTS = {
+    "kernel_quantizer": "kernel",
+    "depthwise_quantizer": "depthwise_kernel",
+    "pointwise_quantizer": "pointwise_kernel",
+}
 
 
 def deployable_params(model):
     """`(binary, float)` parameter counts of a deployable (baked) model.
 
-    Binary: the kernels of binarized convs (1 bit each once bit-packed); float:
-    every other weight, batch-normalisation statistics included.
+    Binary: the weights of binary layers that a 1-bit quantizer quantizes (1 bit
+    each once bit-packed); float: every other weight, batch-normalisation
+    statistics included.
     """
     binary = total = 0
     for layer in _all_layers(model):
         total += sum(int(np.prod(w.shape)) for w in layer.weights)
-        if is_binarized_conv(layer):
-            binary += int(np.prod(layer.kernel.shape))
+        for quantizer, weight in _QUANTIZED_WEIGHTS.items():
+            if getattr(getattr(layer, quantizer, None), "precision", None) == 1:
+                binary += int(np.prod(getattr(layer, weight).shape))
     return binary, total - binary
 
 
@@ -241,7 +375,12 @@ class Agreement:
 
 @dataclasses.dataclass
 class ExportReport:
-    """What `export_tflite` produced; `table()` formats it for a terminal."""
+    """What `export_tflite` produced; `table()` formats it for a terminal.
+
+    `binary_layers` counts every Larq layer with a 1-bit weight quantizer
+    (`QuantConv2D`, `QuantDense`, depthwise...), `unconverted` names those that
+    did not become an `LceBconv2d`.
+    """
 
     model_name: str
     binary_layers: int
@@ -252,7 +391,7 @@ class ExportReport:
     binary_params: int
     float_params: int
     binary_layer_names: list = dataclasses.field(default_factory=list)
-    fallback_layers: list = dataclasses.field(default_factory=list)
+    unconverted: list = dataclasses.field(default_factory=list)
     path: str | None = None
     float32_path: str | None = None
     agreement: Agreement | None = None
@@ -270,14 +409,19 @@ class ExportReport:
 
     @property
     def ok(self):
-        return self.bconv_ops == self.binary_layers
+        return not self.unconverted and self.bconv_ops == self.binary_layers
 
     def rows(self):
+        status = "all converted" if self.ok else f"{len(self.unconverted)} of {self.binary_layers} not converted"
         rows = [
             ("model", self.model_name),
             ("output", self.path or "(not written)"),
             ("binary layers (Keras)", str(self.binary_layers)),
-            (f"{BCONV_OP} ops", f"{self.bconv_ops}  ({'all converted' if self.ok else 'MISMATCH'})"),
+            (f"{BCONV_OP} ops", f"{self.bconv_ops}  ({status})"),
+        ]
+        if self.unconverted:
+            rows.append(("not converted", ", ".join(self.unconverted)))
+        rows += [
             ("ops", ", ".join(f"{name} {n}" for name, n in self.op_counts.items())),
             ("parameters", f"{self.binary_params:,} binary + {self.float_params:,} float"),
             ("file size", _bytes(self.size_bytes)),
@@ -285,8 +429,6 @@ class ExportReport:
         if self.float32_size_bytes:
             rows.append(("float32 size", f"{_bytes(self.float32_size_bytes)}  ({self.FLOAT32_METHOD})"))
             rows.append(("size ratio", f"{self.size_ratio:.1f}x smaller than float32"))
-        if self.fallback_layers:
-            rows.append(("fell back to float", ", ".join(self.fallback_layers)))
         if self.agreement is not None:
             a = self.agreement
             rows.append(("verified on", f"{a.n} images (Keras vs LCE interpreter)"))
@@ -312,8 +454,12 @@ def _bytes(n):
     return f"{n / 1024:,.1f} KiB ({n:,} bytes)"
 
 
-def _fallback_reason(layer):
-    """A likely reason why LCE kept `layer` as a float conv."""
+def _unconverted_reason(layer):
+    """A likely reason why LCE did not make `layer` an `LceBconv2d`."""
+    if isinstance(layer, lq.layers.QuantDense):
+        return "LCE has no binary dense op (write it as a QuantConv2D, as models.alexnet does)"
+    if not isinstance(layer, lq.layers.QuantConv2D):
+        return f"LCE has no binary op for {type(layer).__name__}"
     quantizer = layer.input_quantizer
     if quantizer is None:
         return "its input is not binarized (input_quantizer=None)"
@@ -328,50 +474,53 @@ def _fallback_reason(layer):
     return "unknown (LCE kept a float conv)"
 
 
-def _converts_alone(layer):
-    """Whether `layer`, in a model of its own, converts to an `LceBconv2d`; `None`
-    if it cannot be isolated (no single input shape)."""
+def _first_line(error):
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _convert(model, what):
+    """`model` converted by LCE; `ExportError` (one line naming `what`) if LCE fails.
+
+    Converts from a SavedModel, as `lce.convert_keras_model` tries first. When
+    that conversion fails, `convert_keras_model` retries from a frozen graph,
+    which reaches the same converter passes; measured on the 224 x 224 AlexNet
+    with a binary `QuantDense` fc6, the retry killed the process (SIGSEGV)
+    instead of raising. So only a model that cannot be saved takes that path.
+    """
     import larq_compute_engine as lce
 
-    try:
-        inputs = tf.keras.Input(layer.input_shape[1:])
-    except (AttributeError, RuntimeError):
-        return None
-    copy = layer.__class__.from_config(layer.get_config())
-    model = tf.keras.Model(inputs, copy(inputs))
-    copy.set_weights(layer.get_weights())
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return op_counts(lce.convert_keras_model(model)).get(BCONV_OP, 0) == 1
-
-
-def fallback_layers(model):
-    """`[(name, reason)]` of the binary layers of `model` LCE keeps in float.
-
-    Converts each binary layer in a model of its own: the conversion of the whole
-    model only tells how many convs fell back, not which.
-    """
-    return [
-        (layer.name, _fallback_reason(layer))
-        for layer in _binary_layers(model)
-        if _converts_alone(layer) is False
-    ]
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            model.save(folder, save_format="tf")
+        except Exception:  # not saveable: LCE's frozen-graph path is the only one
+            folder = None
+        try:
+            if folder is None:
+                return lce.convert_keras_model(model)
+            return lce.convert_saved_model(folder)
+        except Exception as e:  # the converter's C++ errors arrive as any type
+            raise ExportError(
+                f"LCE could not convert {what}: {type(e).__name__}: {_first_line(e)}"
+            ) from None
 
 
 def export_tflite(model, path=None, *, float_reference=True, float_path=None):
-    r"""Convert `model` with LCE, check every binary conv converted, write `path`.
+    r"""Convert `model` with LCE, check every binary layer converted, write `path`.
 
-    LNS models are baked first (`bake`). LCE turns a conv into an `LceBconv2d` only
-    when its input comes from a sign and its filter is a constant \(\pm s\) with
-    one \(s\) per output channel; anything else silently stays a float conv. So the
-    number of `LceBconv2d` ops must equal the number of binarized convs of the
-    Keras model, or `ExportError` names the layers that fell back (each is
-    converted on its own to find them). A model without binary layers is exported
-    with a warning.
+    LNS models are baked first (`bake`), binary kernels made constants
+    (`constant_kernels`, which large layers need). LCE turns a conv into an
+    `LceBconv2d` only when its input comes from a sign and its filter is a
+    constant \(\pm s\) with one \(s\) per output channel; anything else silently
+    stays float, and a binary `QuantDense` always does (LCE has no binary dense
+    op). So every Larq layer with a 1-bit weight quantizer must be found, by its
+    filter's signs, in an `LceBconv2d` of the flatbuffer, or `ExportError` names
+    the layers left in float (`report.unconverted`) with a likely reason. A model
+    without binary layers is exported with a warning.
 
     ```python
     report = lns_larq.export.export_tflite(model, "model.tflite")
-    assert report.bconv_ops == report.binary_layers
+    assert report.ok and report.unconverted == []
     print(report.table())
     ```
 
@@ -386,20 +535,25 @@ def export_tflite(model, path=None, *, float_reference=True, float_path=None):
         An `ExportReport`; its `flatbuffer` field holds the converted bytes.
 
     # Raises
-        ExportError: if `LceBconv2d` ops != binary layers; nothing is written.
+        ExportError: if a binary layer did not convert, or LCE failed (one line
+            naming the model and the cause); nothing is written.
     """
-    import larq_compute_engine as lce
-
     deployable = bake(model) if lns_layers(model) else model
     binary = _binary_layers(deployable)
     if not binary:
         warnings.warn(
-            f"Model {model.name!r} has no binary layer (binarized QuantConv2D): the "
-            "export is a plain float TFLite model with no LceBconv2d.",
+            f"Model {model.name!r} has no binary layer (a Larq layer with a 1-bit "
+            "weight quantizer): the export is a plain float TFLite model with no "
+            "LceBconv2d.",
             stacklevel=2,
         )
-    flatbuffer = lce.convert_keras_model(deployable)
-    float_flatbuffer = lce.convert_keras_model(float_copy(deployable)) if float_reference else None
+    flatbuffer = _convert(constant_kernels(deployable), repr(model.name))
+    float_flatbuffer = None
+    if float_reference:
+        float_flatbuffer = _convert(
+            float_copy(deployable),
+            f"the float32 reference of {model.name!r} (float_reference=False skips it)",
+        )
     counts = op_counts(flatbuffer)
     binary_params, float_params = deployable_params(deployable)
     report = ExportReport(
@@ -412,18 +566,16 @@ def export_tflite(model, path=None, *, float_reference=True, float_path=None):
         binary_params=binary_params,
         float_params=float_params,
         binary_layer_names=[layer.name for layer in binary],
+        unconverted=_unconverted(deployable, flatbuffer),
         flatbuffer=flatbuffer,
     )
     if not report.ok:
-        fallen = fallback_layers(deployable)
-        report.fallback_layers = [name for name, _ in fallen]
-        details = "; ".join(f"{name}: {reason}" for name, reason in fallen) or (
-            "no single layer fails on its own, the fallback depends on its context"
-        )
+        layers = {layer.name: layer for layer in binary}
+        details = "; ".join(f"{name}: {_unconverted_reason(layers[name])}" for name in report.unconverted)
         raise ExportError(
             f"LCE converted {report.bconv_ops} of the {report.binary_layers} binary layers "
-            f"of {model.name!r} to {BCONV_OP}; fell back to float: {details}. Nothing "
-            "was written.",
+            f"of {model.name!r} to {BCONV_OP}; not converted: {details or 'none identified'}. "
+            "Nothing was written.",
             report,
         )
     for target, data in ((path, flatbuffer), (float_path, float_flatbuffer)):

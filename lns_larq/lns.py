@@ -23,6 +23,36 @@ def is_binarized_conv(layer):
     return isinstance(layer, lq.layers.QuantConv2D) and getattr(quantizer, "precision", None) == 1
 
 
+_QUANTIZER_ATTRIBUTES = ("kernel_quantizer", "depthwise_quantizer", "pointwise_quantizer")
+
+
+def is_binarized(layer):
+    """A Larq layer with a binary (precision 1) weight quantizer, of any kind."""
+    return any(getattr(getattr(layer, attr, None), "precision", None) == 1 for attr in _QUANTIZER_ATTRIBUTES)
+
+
+def check_binarized_layers_convertible(model, method, keep=()):
+    """Raise a `ValueError` naming every binarized layer of `model` that `method`
+    cannot convert (it converts binarized `QuantConv2D`s only) and that is not in
+    `keep`; silently leaving such a layer binarized by sign(W) would change what
+    the user asked for without a word."""
+    names = {layer.name for layer in _all_layers(model)}
+    unknown = sorted(set(keep) - names)
+    if unknown:
+        raise ValueError(f"keep names layers that {model.name!r} does not have: {unknown}.")
+    blocked = [
+        f"{layer.name!r} ({type(layer).__name__})"
+        for layer in _all_layers(model)
+        if is_binarized(layer) and not is_binarized_conv(layer) and layer.name not in keep
+    ]
+    if blocked:
+        raise ValueError(
+            f"{method} cannot convert the binarized layer(s) {', '.join(blocked)} of {model.name!r}: "
+            "it converts binarized QuantConv2D layers only. Express a binary dense layer as "
+            "a 1x1 QuantConv2D, or pass keep=[...] with these names to leave them as they are."
+        )
+
+
 def lns_layers(model):
     """The layers of `model` whose kernel quantizer is an `LNSQuantizer`."""
     return [
@@ -52,7 +82,7 @@ def clone_nested(model, clone_layer):
     return tf.keras.models.clone_model(model, clone_function=clone_function)
 
 
-def lnsify(model, **quantizer_options):
+def lnsify(model, keep=(), **quantizer_options):
     """A copy of `model` with every binarized conv's kernel quantizer an `LNSQuantizer`.
 
     Each replacement keeps the scale kind of the quantizer it replaces (DoReFa:
@@ -71,11 +101,15 @@ def lnsify(model, **quantizer_options):
 
     # Arguments
         model: A functional or sequential Keras model with Larq layers.
+        keep: Names of binarized layers that are not `QuantConv2D`s (a binary
+            `QuantDense`, a depthwise conv) to leave with their own quantizer.
         **quantizer_options: `LNSQuantizer` arguments except `scale` (mapping,
             alpha, rho_pos, rho_neg, bound, width, decay, gated, loss_input, labels).
 
     # Raises
-        ValueError: if `model` has no binarized `QuantConv2D`, or an unknown option.
+        ValueError: if `model` has no binarized `QuantConv2D`, has a binarized layer
+            LNS cannot map that is not in `keep` (named in the message), or an
+            unknown option is given.
     """
     unknown = set(quantizer_options) - LNS_OPTIONS
     if unknown:
@@ -86,6 +120,7 @@ def lnsify(model, **quantizer_options):
             f"Model {model.name!r} has no binarized QuantConv2D (a QuantConv2D with a "
             "1-bit kernel_quantizer); there is nothing for LNS to map."
         )
+    check_binarized_layers_convertible(model, "LNS", keep)
 
     def clone(layer):
         config = layer.get_config()

@@ -27,6 +27,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import tempfile
 import time
 
@@ -286,16 +287,23 @@ def run(config):
         strategy = distribute.get_strategy(config.strategy)
     except distribute.StrategyError as e:
         raise ConfigError(str(e)) from None
-    with strategy.scope():
-        return _run(config, strategy)
-
-
-def _run(config, strategy):
-    out = config.output_dir
     # Workers other than the chief write their files to a scratch folder (the
-    # run's folder is shared); Keras' checkpoint callbacks do the same themselves.
+    # run's folder is shared), removed when the run ends; Keras' checkpoint
+    # callbacks do the same themselves.
     chief = distribute.is_chief(strategy)
-    write_dir = out if chief else tempfile.mkdtemp(prefix=f"worker{distribute.worker_index(strategy)}_")
+    write_dir = config.output_dir if chief else tempfile.mkdtemp(
+        prefix=f"worker{distribute.worker_index(strategy)}_")
+    try:
+        with strategy.scope():
+            return _run(config, write_dir)
+    finally:
+        if not chief:
+            shutil.rmtree(write_dir, ignore_errors=True)
+
+
+def _run(config, write_dir):
+    out = config.output_dir
+    chief = write_dir == out
     metrics_path = os.path.join(out, "metrics.json")
     if os.path.exists(metrics_path) and not config.overwrite:
         print(f"{out} is a complete run (metrics.json exists); pass overwrite to train again.")

@@ -43,3 +43,18 @@ def trained_baseline(cifar, tmp_path_factory):
 def _seed():
     tf.keras.utils.set_random_seed(0)
     np.random.seed(0)
+
+
+# The suite runs on both cores with pytest-xdist (`-n 2 --dist loadgroup`, set in
+# pyproject.toml). Tests that share an expensive fixture stay on one worker, so
+# that the fixture is built once: the trained CIFAR-10 baseline (session scope),
+# and the modules whose module-scoped fixtures train or export a model.
+_SHARED_MODULE_FIXTURES = ("test_bonn", "test_evaluate", "test_export")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "trained_baseline" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("cifar_baseline"))
+        elif item.module.__name__.rsplit(".", 1)[-1] in _SHARED_MODULE_FIXTURES:
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))

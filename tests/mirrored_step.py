@@ -94,13 +94,7 @@ def main():
     x = rng.standard_normal((BATCH, 12, 12, 3)).astype(np.float32)
     y = rng.integers(0, 5, BATCH)
 
-    single = build_model()
-    # Give the mapping networks' zero-initialised last layers random weights, so that
-    # every mapping weight has a gradient in the step.
-    for layer in lns_larq.lns.lns_layers(single):
-        for w in layer.kernel_quantizer.weights:
-            if "conv3" in w.name:
-                w.assign(rng.normal(0.0, 0.05, w.shape).astype(np.float32))
+    single = build_model()  # random mapping networks: every mapping weight has a gradient
     initial = single.get_weights()
 
     # The loss by hand: mean cross-entropy over the global batch + the aux losses once.

@@ -1,15 +1,20 @@
 """tf.distribute (issue 6): strategies by name, the MirroredStrategy step equals the
-single-device step, and a mirrored `train/fit.py` run checkpoints and resumes.
+single-device step, a mirrored `train/fit.py` run checkpoints and resumes, and a
+multi-worker `train/fit.py` run (issue 12) of two processes on this machine writes
+its files from the chief only and resumes after both workers are killed.
 
 Two replicas need the CPU split into two logical devices before TensorFlow
 initialises its devices, which this pytest process has already done: those tests
-run `tests/mirrored_step.py` in a fresh process.
+run `tests/mirrored_step.py` in a fresh process. The multi-worker test starts two
+`train/fit.py` processes, each with its own `TF_CONFIG` (loopback ports).
 """
 
 import csv
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -153,3 +158,148 @@ def test_only_the_chief_writes_the_run_files(cluster, task_type, task_id, chief)
     strategy = types.SimpleNamespace(cluster_resolver=resolver)
     assert distribute.is_chief(strategy) is chief
     assert distribute.worker_index(strategy) == task_id
+
+
+# --- multi-worker: two `train/fit.py` processes on this machine --------------------
+
+FIT = os.path.join(ROOT, "train", "fit.py")
+MULTI_WORKER_TIMEOUT = 420  # seconds per invocation of both workers (a hang guard)
+
+
+def _free_ports(n):
+    """`n` distinct free TCP ports on the loopback interface (all bound at once)."""
+    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def _start_workers(args, cluster, scratch, logs, attempt):
+    """Worker 0 (the chief) and worker 1 of `cluster`, each running `fit.py args`
+    with its own `TMPDIR` (`scratch[i]`), output to `logs/worker<i>_<attempt>.log`."""
+    procs = []
+    for index in range(len(cluster["worker"])):
+        env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+        env.update(
+            TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
+            TF_CPP_MIN_LOG_LEVEL="2", TMPDIR=str(scratch[index]),
+        )
+        log = open(logs / f"worker{index}_{attempt}.log", "w")
+        procs.append(subprocess.Popen([sys.executable, FIT, *args], cwd=ROOT, env=env, stdout=log,
+                                      stderr=subprocess.STDOUT, text=True))
+        log.close()
+    return procs
+
+
+def _tails(logs, attempt):
+    return "\n".join(f"--- worker{i}: " + (logs / f"worker{i}_{attempt}.log").read_text()[-2000:]
+                     for i in range(2))
+
+
+def _kill(procs):
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGKILL)
+    for p in procs:
+        p.wait(timeout=60)
+
+
+def _event_file_pids(out):
+    """The process ids in the names of the TensorBoard event files under `out`
+    (`events.out.tfevents.<time>.<host>.<pid>.<n>.v2`)."""
+    return {int(name.split(".")[-3]) for _, _, names in os.walk(out) for name in names
+            if name.startswith("events.out.tfevents.")}
+
+
+def test_multi_worker_fit_only_the_chief_writes_and_resumes(tmp_path):
+    """`fit.py --strategy multi_worker` for real: two worker processes on this
+    machine, `TF_CONFIG` listing loopback ports, the same `--output_dir`.
+
+    First invocation: both workers are killed (SIGKILL) once the chief has logged
+    epoch 0. By then the chief has written `backup/chief` (`BackupAndRestore`) into
+    the run's folder and worker 1 its own files into a scratch folder under its
+    `TMPDIR`. Second invocation, the same command on both: both finish (return
+    code 0), the run continues from the backup (one epoch this invocation,
+    `log.csv` epochs 0 and 1, each once), and the run's folder holds only the
+    chief's files: no `workertemp_*` (Keras' folders for the other workers' copies
+    of checkpoints and TensorBoard logs), no rows written twice, TensorBoard event
+    files only from the chief's processes; the non-chief's scratch folder is gone.
+
+    About 2-3 minutes on an idle 2-core machine (most of it is tracing the train
+    and test functions in both workers, once per invocation); `TF_CONFIG` names only
+    127.0.0.1, although TensorFlow's gRPC server listens on all interfaces.
+    """
+    out = tmp_path / "run"
+    scratch = [tmp_path / "tmp0", tmp_path / "tmp1"]
+    for d in scratch:
+        d.mkdir()
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
+    args = ["--strategy", "multi_worker", "--model", "resnet20", "--dataset", "digits", "--epochs", "2",
+            "--steps_per_epoch", "2", "--batch_size", "8", "--output_dir", str(out), "--verbose", "0"]
+
+    # 1. Kill both workers after the chief has logged epoch 0.
+    procs = _start_workers(args, cluster, scratch, tmp_path, attempt=1)
+    pids = [p.pid for p in procs]
+    log = out / "log.csv"
+    deadline = time.time() + MULTI_WORKER_TIMEOUT
+    try:
+        while time.time() < deadline and all(p.poll() is None for p in procs):
+            if log.exists() and len(_log(out)) >= 1:
+                break
+            time.sleep(0.05)
+    finally:
+        _kill(procs)
+    assert [p.returncode for p in procs] == [-signal.SIGKILL] * 2, (
+        "a worker ended before it could be killed (or epoch 0 took too long)\n" + _tails(tmp_path, 1))
+    assert [int(r["epoch"]) for r in _log(out)] == [0]
+    assert os.listdir(out / "backup" / "chief"), "no BackupAndRestore checkpoint of epoch 0"
+    assert not (out / "metrics.json").exists()
+    # Worker 1 wrote its files (FlipRate's reference, written before epoch 0) to its
+    # scratch folder; the chief has none.
+    worker1 = [d for d in os.listdir(scratch[1]) if d.startswith("worker1_")]
+    assert len(worker1) == 1 and (scratch[1] / worker1[0] / "flip_reference.npz").is_file()
+    assert not [d for d in os.listdir(scratch[0]) if d.startswith("worker")]
+    shutil.rmtree(scratch[1] / worker1[0])  # a killed worker cannot clean up
+
+    # 2. Rerun the same command on both workers: the run resumes and completes.
+    procs = _start_workers(args, cluster, scratch, tmp_path, attempt=2)
+    pids += [p.pid for p in procs]
+    deadline = time.time() + MULTI_WORKER_TIMEOUT
+    try:
+        codes = [p.wait(timeout=max(1.0, deadline - time.time())) for p in procs]
+    except subprocess.TimeoutExpired:
+        _kill(procs)
+        pytest.fail("the rerun did not finish in time\n" + _tails(tmp_path, 2))
+    assert codes == [0, 0], _tails(tmp_path, 2)
+    for i in range(2):
+        assert "test accuracy" in (tmp_path / f"worker{i}_2.log").read_text()
+
+    with open(out / "metrics.json") as f:
+        metrics = json.load(f)
+    assert metrics["epochs_this_invocation"] == 1, "the rerun did not resume from the backup"
+    assert metrics["epochs"] == 2 and metrics["config"]["strategy"] == "multi_worker"
+    # Each epoch logged once: a second writer would append its own rows.
+    assert [int(r["epoch"]) for r in _log(out)] == [0, 1]
+    with open(out / "layers.csv") as f:
+        rows = [(r["epoch"], r["figure"], r["layer"]) for r in csv.DictReader(f)]
+    assert len(rows) == len(set(rows)) and {int(r[0]) for r in rows} == {0, 1}
+
+    # Only the chief's files: no leftovers of worker 1, the backup deleted at the end.
+    assert sorted(os.listdir(out)) == sorted([
+        "backup", "best.keras", "elapsed.json", "flip_reference.npz", "last.keras", "layers.csv",
+        "log.csv", "metrics.json", "model.keras", "tensorboard"])
+    assert os.listdir(out / "backup") == []
+    assert not [os.path.join(d, n) for d, dirs, files in os.walk(out) for n in dirs + files
+                if "workertemp" in n]
+    # TensorBoard files of Keras' callback and of the per-layer log, both invocations:
+    # written by worker 0's processes only.
+    assert _event_file_pids(out) == {pids[0], pids[2]}
+    # The non-chief's scratch folder is removed when its run ends.
+    assert not [d for d in os.listdir(scratch[1]) if d.startswith("worker")]
+
+    restored = tf.keras.models.load_model(out / "model.keras")
+    assert restored.count_params() > 0

@@ -17,6 +17,7 @@ import tensorflow_datasets as tfds
 
 from lns_larq import export, imagenet, lns, models, training
 from lns_larq.lns import is_binarized_conv
+from lns_larq.quantizers import quantized_kernel
 
 
 def binary_convs(model):
@@ -81,11 +82,12 @@ def test_resnet18_bireal_lns_forward_and_backward_at_224():
     missing = [w.name for w, g in zip(model.trainable_weights, grads) if g is None]
     assert not missing, missing
     assert all(np.all(np.isfinite(g.numpy())) for g in grads)
-    # The mapping networks get a gradient: their last (zero-initialised) layers too.
+    # Every weight of every mapping network gets a non-zero gradient. (Mapping
+    # weights share names across layers, "conv2d/kernel:0": match by identity.)
     for layer in mapped:
-        names = {w.name for w in layer.kernel_quantizer.trainable_weights}
-        grads_of_layer = [g for w, g in zip(model.trainable_weights, grads) if w.name in names]
-        assert len(grads_of_layer) == len(names) and any(np.any(g.numpy() != 0) for g in grads_of_layer)
+        own = {w.ref() for w in layer.kernel_quantizer.trainable_weights}
+        grads_of_layer = [g for w, g in zip(model.trainable_weights, grads) if w.ref() in own]
+        assert len(grads_of_layer) == len(own) and all(np.any(g.numpy() != 0) for g in grads_of_layer)
 
 
 @pytest.mark.parametrize("name", ["resnet18_bireal", "resnet18_bireal_lns"])
@@ -101,34 +103,61 @@ def test_resnet18_bireal_exports_every_binary_conv(name):
 # ------------------------------------------------------------------------- AlexNet
 
 
+BINARY_ALEXNET = ["conv2", "conv3", "conv4", "conv5", "fc6", "fc7"]
+
+
 def test_alexnet_structure():
     model = models.get("alexnet")
     assert model.output_shape == (None, 1000)
     assert model.get_layer("conv5_pool").output_shape == (None, 6, 6, 256)  # 9216 into fc6
+    # DoReFa-Net's AlexNet with dense fc6/fc7 has these parameters: as convs they
+    # have the same weights.
+    assert model.count_params() == 62_407_048
     convs = binary_convs(model)
-    assert [c.name for c in convs] == ["conv2", "conv3", "conv4", "conv5"]
+    assert [c.name for c in convs] == BINARY_ALEXNET
     for conv in convs:
         assert type(conv.kernel_quantizer).__name__ == "DoReFaSign"  # layer-wise scale
-        assert conv.pad_values == 1.0 and isinstance(conv.input_quantizer, lq.quantizers.SteSign)
-    for fc in ("fc6", "fc7"):
-        layer = model.get_layer(fc)
-        assert isinstance(layer, lq.layers.QuantDense) and layer.kernel_quantizer.precision == 1
+        assert isinstance(conv.input_quantizer, lq.quantizers.SteSign)
+    assert all(conv.pad_values == 1.0 for conv in convs[:4])
+    # fc6 and fc7: valid convs whose kernels cover their whole input.
+    assert model.get_layer("fc6").kernel.shape == (6, 6, 256, 4096)
+    assert model.get_layer("fc7").kernel.shape == (4, 4, 256, 4096)
+    assert model.get_layer("fc7_bn").output_shape == (None, 1, 1, 4096)
     # First and last layers in full precision.
     assert type(model.get_layer("conv1")) is tf.keras.layers.Conv2D
     assert type(model.get_layer("logits")) is tf.keras.layers.Dense
     lns_model = models.get("alexnet_lns", width=0.5)
-    assert [l.name for l in lns.lns_layers(lns_model)] == ["conv2", "conv3", "conv4", "conv5"]
+    assert [l.name for l in lns.lns_layers(lns_model)] == BINARY_ALEXNET
+
+
+def test_alexnet_fc6_fc7_are_dense_layers_on_the_flattened_features():
+    # 99 x 99 images: a 2 x 2 x 256 map into fc6 (a 2x2 kernel, neither 1x1 nor 6x6).
+    model = models.get("alexnet", input_shape=(99, 99, 3), num_classes=10)
+    assert model.get_layer("conv5_pool").output_shape == (None, 2, 2, 256)
+    rng = np.random.RandomState(0)
+    for name, features in (("fc6", rng.standard_normal((3, 2, 2, 256))),
+                           ("fc7", rng.standard_normal((3, 4, 4, 256)))):
+        layer = model.get_layer(name)
+        features = features.astype(np.float32)
+        kernel = quantized_kernel(layer).numpy()
+        # y_j = sum_i K'_ij sign(flat(x))_i with K' the kernel reshaped to (H W C, 4096).
+        expected = np.sign(features).reshape(3, -1) @ kernel.reshape(-1, 4096)
+        got = layer(features).numpy()
+        assert got.shape == (3, 1, 1, 4096)
+        np.testing.assert_allclose(got.reshape(3, 4096), expected, rtol=1e-5, atol=1e-4)
 
 
 @pytest.mark.parametrize("name", ["alexnet", "alexnet_lns"])
-def test_alexnet_exports_every_binary_conv(name):
+def test_alexnet_exports_every_binary_layer_as_lce_bconv(name):
     model = models.get(name, input_shape=(64, 64, 3), num_classes=10,
                        **({"width": 0.5} if name.endswith("_lns") else {}))
     report = export.export_tflite(model, None, float_reference=False)
-    assert report.binary_layers == 4
-    assert report.bconv_ops == 4
-    # The binary fc6/fc7 deploy as LCE-quantized input to a float matrix product.
-    assert report.op_counts.get("FULLY_CONNECTED", 0) == 3
+    assert report.binary_layer_names == BINARY_ALEXNET
+    assert report.unconverted == [] and report.ok
+    counts = export.op_counts(report.flatbuffer)
+    assert counts["LceBconv2d"] == 6
+    # fc6 and fc7 are binary convs: the logits are the only float matrix product.
+    assert counts["FULLY_CONNECTED"] == 1 and counts["CONV_2D"] == 1  # conv1
 
 
 # ------------------------------------------------------------------ ImageNet pipeline

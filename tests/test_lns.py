@@ -312,3 +312,28 @@ def test_lnsify_and_bonnify_descend_into_nested_models():
         _predictions_equal(model, lns, images)
     bonn = bonnify(model)
     assert sorted(layer.name for layer, _ in kernel_priors(bonn)) == ["inner_conv", "outer_conv"]
+
+
+def test_a_binarized_layer_lns_cannot_map_is_an_error_naming_it():
+    """A binary QuantDense (nested here) is not left on sign(W) without a word:
+    lnsify and bonnify name it, and convert the rest only when told to keep it."""
+    from lns_larq.bonn import bonnify, kernel_priors
+
+    binary = dict(input_quantizer="ste_sign", kernel_quantizer="ste_sign", kernel_constraint="weight_clip")
+    head = tf.keras.Sequential([tf.keras.Input((64,)), lq.layers.QuantDense(16, name="binary_fc", **binary)],
+                               name="head")
+    x = tf.keras.Input((4, 4, 3))
+    h = lq.layers.QuantConv2D(4, 3, padding="same", pad_values=1.0, use_bias=False, name="binary_conv", **binary)(x)
+    h = head(tf.keras.layers.Flatten()(h))
+    model = tf.keras.Model(x, tf.keras.layers.Dense(10, name="logits")(h))
+    for convert in (lns_larq.lnsify, bonnify):
+        with pytest.raises(ValueError, match=r"cannot convert the binarized layer\(s\) 'binary_fc' \(QuantDense\)"):
+            convert(model)
+        with pytest.raises(ValueError, match="does not have: \\['fc9'\\]"):
+            convert(model, keep=["fc9"])
+    lns = lns_larq.lnsify(model, keep=["binary_fc"])
+    assert [layer.name for layer in lns_layers(lns)] == ["binary_conv"]
+    kept = lns.get_layer("head").get_layer("binary_fc")
+    assert kept.kernel_quantizer.__class__ is model.get_layer("head").get_layer("binary_fc").kernel_quantizer.__class__
+    bonn = bonnify(model, keep=["binary_fc"])
+    assert [layer.name for layer, _ in kernel_priors(bonn)] == ["binary_conv"]

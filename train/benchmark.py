@@ -6,6 +6,13 @@ Each model runs in its own process (so peak memory is its own), on a fixed rando
 batch of the model's input shape (data loading is not measured), after warm-up
 steps that trace and compile the training function. The table reports the training
 step time relative to the first model, e.g. the cost of LNS over the baseline.
+
+With `--data_path` (or `--dataset digits`), each model also trains the same number
+of steps on the real training pipeline (`lns_larq.data.pipelines`: shuffle,
+augmentation, normalisation), and the table adds its images/s and the ratio
+pipeline / fixed batch: what the input pipeline costs `fit`.
+
+    python train/benchmark.py --models resnet20 --data_path ../shared/data/cifar10/cifar10_jpegq75.npz
 """
 
 import json
@@ -27,6 +34,9 @@ flags.DEFINE_list("input_shape", ["32", "32", "3"], "Input shape H,W,C.")
 flags.DEFINE_integer("num_classes", 10, "Classes.")
 flags.DEFINE_float("mapping_width", None, "Hidden width of the LNS mapping networks of *_lns models "
                    "(default: the quantizer's, 2 as in the paper).", lower_bound=0)
+flags.DEFINE_string("data_path", None, "Also time training on this dataset's real input pipeline.")
+flags.DEFINE_enum("dataset", None, ["cifar10", "digits"], "Dataset for the pipeline timing (default: "
+                  "cifar10 with --data_path).")
 flags.DEFINE_string("_worker", None, "Internal: measure this one model and print JSON.")
 
 
@@ -53,6 +63,17 @@ def measure(name):
     start = time.perf_counter()
     model.fit(data, steps_per_epoch=FLAGS.steps, epochs=1, verbose=0)
     train_step = (time.perf_counter() - start) / FLAGS.steps
+    pipeline_images_per_s = None
+    if FLAGS.data_path or FLAGS.dataset:
+        from lns_larq import data as data_lib
+
+        arrays = data_lib.load(FLAGS.dataset or "cifar10", data_path=FLAGS.data_path)
+        train, _, _ = data_lib.pipelines(arrays, batch_size=FLAGS.batch_size)
+        train = train.repeat()
+        model.fit(train, steps_per_epoch=FLAGS.warmup, epochs=1, verbose=0)
+        start = time.perf_counter()
+        model.fit(train, steps_per_epoch=FLAGS.steps, epochs=1, verbose=0)
+        pipeline_images_per_s = FLAGS.batch_size * FLAGS.steps / (time.perf_counter() - start)
     predict = tf.function(lambda v: model(v, training=False))
     predict(x)
     start = time.perf_counter()
@@ -66,6 +87,7 @@ def measure(name):
         "train_images_per_s": FLAGS.batch_size / train_step,
         "inference_images_per_s": FLAGS.batch_size / infer_step,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "pipeline_images_per_s": pipeline_images_per_s,
     }
 
 
@@ -86,12 +108,16 @@ def main(argv):
     ref = results[0]["train_step_s"]
     print(f"batch {FLAGS.batch_size}, {FLAGS.steps} timed steps after {FLAGS.warmup} warm-up, "
           f"input {','.join(FLAGS.input_shape)}")
+    pipeline = results[0]["pipeline_images_per_s"] is not None
     print(f"{'model':<22}{'params':>11}{'train step':>12}{'train img/s':>13}{'infer img/s':>13}"
-          f"{'peak RSS':>11}{'step ratio':>12}")
+          f"{'peak RSS':>11}{'step ratio':>12}" + (f"{'pipeline img/s':>16}{'pipeline/fixed':>16}" if pipeline else ""))
     for r in results:
-        print(f"{r['model']:<22}{r['params']:>11,}{r['train_step_s'] * 1000:>10.0f}ms"
-              f"{r['train_images_per_s']:>13.0f}{r['inference_images_per_s']:>13.0f}"
-              f"{r['peak_rss_mib']:>8.0f}MiB{r['train_step_s'] / ref:>11.2f}x")
+        line = (f"{r['model']:<22}{r['params']:>11,}{r['train_step_s'] * 1000:>10.0f}ms"
+                f"{r['train_images_per_s']:>13.0f}{r['inference_images_per_s']:>13.0f}"
+                f"{r['peak_rss_mib']:>8.0f}MiB{r['train_step_s'] / ref:>11.2f}x")
+        if pipeline:
+            line += f"{r['pipeline_images_per_s']:>16.0f}{r['pipeline_images_per_s'] / r['train_images_per_s']:>16.2f}"
+        print(line)
 
 
 if __name__ == "__main__":

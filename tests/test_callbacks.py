@@ -1,0 +1,169 @@
+"""FlipRate and LNSMonitor report the right numbers, FlipRate resumes against the
+true start, and the hardtanh bound and the noisy-objective warm start do what
+their documentation says (issue 12, item 5)."""
+
+import lns_larq  # noqa: F401  (Keras 2 before TensorFlow)
+import larq as lq
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from lns_larq import lns
+from lns_larq.callbacks import FlipRate, LNSMonitor
+from lns_larq.quantizers import LNSQuantizer
+
+
+def binary_model(kernel_quantizer="ste_sign"):
+    x = tf.keras.Input((6, 6, 3))
+    h = lq.layers.QuantConv2D(8, 3, padding="same", pad_values=1.0, use_bias=False, name="bconv",
+                              input_quantizer="ste_sign", kernel_quantizer=kernel_quantizer,
+                              kernel_constraint="weight_clip")(x)
+    outputs = tf.keras.layers.Dense(5, name="logits")(tf.keras.layers.Flatten()(h))
+    return tf.keras.Model(x, outputs)
+
+
+def flip(model, count, seed):
+    """Negate `count` distinct latent weights of the binary conv; returns their indices."""
+    kernel = model.get_layer("bconv").kernel.latent_variable
+    values = kernel.numpy().ravel()
+    idx = np.random.default_rng(seed).choice(values.size, count, replace=False)
+    values[idx] = -values[idx]
+    kernel.assign(values.reshape(kernel.shape))
+    return idx
+
+
+def test_flip_rate_counts_flips_per_epoch_and_since_the_start(tmp_path):
+    model = binary_model()
+    size = model.get_layer("bconv").kernel.shape.num_elements()  # 3*3*3*8 = 216
+    callback = FlipRate(layer_log_dir=str(tmp_path))
+    callback.set_model(model)
+    callback.on_train_begin()
+
+    first = flip(model, 12, seed=0)
+    logs = {}
+    callback.on_epoch_end(0, logs)
+    assert logs["flip_rate"] == pytest.approx(12 / size) and logs["flip_rate_total"] == pytest.approx(12 / size)
+    assert callback.layer_figures == {"flip_rate": {"bconv": pytest.approx(12 / size)}}
+
+    # Undo 5 of the first flips: 5 changes in this epoch, 7 left against the start.
+    kernel = model.get_layer("bconv").kernel.latent_variable
+    values = kernel.numpy().ravel()
+    values[first[:5]] = -values[first[:5]]
+    kernel.assign(values.reshape(kernel.shape))
+    logs = {}
+    callback.on_epoch_end(1, logs)
+    assert logs["flip_rate"] == pytest.approx(5 / size) and logs["flip_rate_total"] == pytest.approx(7 / size)
+    rows = (tmp_path / "layers.csv").read_text().splitlines()
+    assert rows[0] == "epoch,figure,layer,value" and len(rows) == 3 and rows[2].startswith("1,flip_rate,bconv,")
+
+
+def test_flip_rate_resumes_against_the_saved_start(tmp_path):
+    """A resumed run (a new callback, the same reference_path) measures
+    `flip_rate_total` against the weights of the first start, not of the resume."""
+    reference = str(tmp_path / "start.npz")
+    model = binary_model()
+    first = FlipRate(reference_path=reference)
+    first.set_model(model)
+    first.on_train_begin()
+    flip(model, 10, seed=1)
+    first.on_epoch_end(0, {})
+
+    resumed = FlipRate(reference_path=reference)  # the process restarted
+    resumed.set_model(model)
+    resumed.on_train_begin()
+    logs = {}
+    resumed.on_epoch_end(1, logs)
+    size = model.get_layer("bconv").kernel.shape.num_elements()
+    assert logs["flip_rate"] == 0.0  # nothing changed since the resume
+    assert logs["flip_rate_total"] == pytest.approx(10 / size)  # the first start is remembered
+    # Without the reference file, the resume would have counted from scratch.
+    fresh = FlipRate()
+    fresh.set_model(model)
+    fresh.on_train_begin()
+    logs = {}
+    fresh.on_epoch_end(1, logs)
+    assert logs["flip_rate_total"] == 0.0
+
+
+@pytest.mark.parametrize("alpha", [0.0, 2.0])
+def test_lns_monitor_reports_agreement_aux_loss_and_gradient_ratio(alpha):
+    model = lns.lnsify(binary_model("dorefa_sign"), alpha=alpha, width=0.5)
+    layer = model.get_layer("bconv")
+    quantizer = layer.kernel_quantizer
+    kernel = tf.convert_to_tensor(layer.kernel.latent_variable)
+    x = tf.random.stateless_normal((4, 6, 6, 3), seed=(1, 2))
+    y = tf.constant([0, 1, 2, 3])
+    monitor = LNSMonitor(sample=(x, y))
+    monitor.set_model(model)
+    logs = {}
+    monitor.on_epoch_end(0, logs)
+
+    # The random mapping disagrees with sign(W) on about half of the weights.
+    disagreement = float(np.mean(np.sign(quantizer.predict_continuous(kernel).numpy()) != np.sign(kernel.numpy())))
+    assert 0.2 < disagreement < 0.8
+    assert logs["agreement"] == pytest.approx(1.0 - disagreement)
+    assert monitor.layer_figures["disagreement"]["bconv"] == pytest.approx(disagreement)
+    assert logs["aux_loss"] == pytest.approx(float(quantizer.auxiliary_loss(kernel)), rel=1e-6)
+    assert (logs["aux_loss"] > 0) == (alpha > 0)
+
+    # The gradient ratio, computed here by hand.
+    theta = quantizer.network.trainable_weights
+    with tf.GradientTape(persistent=True) as tape:
+        ce = tf.reduce_mean(tf.keras.losses.sparse_categorical_crossentropy(y, model(x, training=False),
+                                                                            from_logits=True))
+        aux = quantizer.auxiliary_loss(tf.convert_to_tensor(layer.kernel.latent_variable))
+    expected = float(tf.linalg.global_norm(tape.gradient(aux, theta)) / tf.linalg.global_norm(tape.gradient(ce, theta)))
+    ratio = monitor.layer_figures["grad_ratio"]["bconv"]
+    assert ratio == pytest.approx(expected, rel=1e-4)
+    assert (ratio > 0.01) == (alpha > 0)
+
+
+def test_hardtanh_bound_clips_and_cuts_the_gradient_outside_one():
+    """`bound="hardtanh"`: q = clip(z, -1, 1), derivative 1 inside and 0 outside."""
+    quantizer = LNSQuantizer(bound="hardtanh", width=1.0)
+    kernel = tf.random.stateless_normal((3, 3, 4, 16), seed=(3, 4))
+    quantizer.build(kernel.shape)
+    z = quantizer.preactivation(kernel)
+    scale = 2.5 / float(tf.reduce_max(tf.abs(z)))  # spread z over [-2.5, 2.5]: both regions populated
+    z = z * scale
+    inside = np.abs(z.numpy()) <= 1
+    assert 0.05 < inside.mean() < 0.95
+    with tf.GradientTape() as tape:
+        tape.watch(z)
+        q = lns_larq.quantizers._bound("hardtanh", z)
+    grad = tape.gradient(q, z).numpy()
+    np.testing.assert_array_equal(grad, inside.astype(np.float32))
+    np.testing.assert_allclose(q.numpy(), np.clip(z.numpy(), -1, 1))
+    state = quantizer.state(kernel)
+    z0 = quantizer.preactivation(kernel).numpy()
+    assert state["bound_derivative"] == pytest.approx(float(np.mean(np.abs(z0) <= 1)))
+    assert state["saturated"] == pytest.approx(float(np.mean(np.abs(np.clip(z0, -1, 1)) > 0.99)))
+    np.testing.assert_allclose(quantizer.predict_continuous(kernel).numpy(), np.clip(z0, -1, 1))
+
+
+def test_warm_start_on_the_noisy_objective_trains_only_the_mappings():
+    """`warmup_objective="noisy"` (cross_entropy=False): the mappings move towards
+    sign(W); the network's own weights, batch norm statistics included, do not."""
+    base = tf.keras.Sequential([
+        tf.keras.Input((6, 6, 3)),
+        lq.layers.QuantConv2D(8, 3, padding="same", pad_values=1.0, use_bias=False, name="bconv",
+                              input_quantizer="ste_sign", kernel_quantizer="ste_sign",
+                              kernel_constraint="weight_clip"),
+        tf.keras.layers.BatchNormalization(name="bn"),
+        tf.keras.layers.Flatten(),
+        tf.keras.layers.Dense(5, name="logits"),
+    ])
+    model = lns.lnsify(base, width=1.0)
+    mapping = lns.lns_layers(model)[0].kernel_quantizer.network
+    own = [w for w in model.weights if not any(w is m for m in mapping.weights)]
+    before_own = [w.numpy().copy() for w in own]
+    before_mapping = [w.numpy().copy() for w in mapping.weights]
+    start = lns.agreement(model)
+    rng = np.random.default_rng(0)
+    data = tf.data.Dataset.from_tensor_slices(
+        (rng.standard_normal((64, 6, 6, 3)).astype(np.float32), rng.integers(0, 5, 64))).batch(16)
+    lns.warm_start(model, data, epochs=10, optimizer=tf.keras.optimizers.Adam(1e-2), verbose=0)
+    for w, b in zip(own, before_own):
+        np.testing.assert_array_equal(w.numpy(), b, err_msg=w.name)
+    assert all(np.any(w.numpy() != b) for w, b in zip(mapping.weights, before_mapping))
+    assert lns.agreement(model) > start + 0.3  # measured: 0.46 -> 0.89 in 40 steps
