@@ -64,7 +64,7 @@ def test_mirrored_fit_checkpoints_and_resumes(tmp_path):
     """`fit.py --strategy mirrored` on 2 CPUs: kill after the first epoch, rerun the
     same command, and the run continues from the `BackupAndRestore` checkpoint."""
     out = str(tmp_path / "run")
-    args = ["--strategy", "mirrored", "--model", "resnet20_lns", "--dataset", "digits", "--epochs", "2",
+    args = ["--strategy", "mirrored", "--model", "resnet8_lns", "--dataset", "digits", "--epochs", "2",
             "--steps_per_epoch", "2", "--batch_size", "8", "--lr", "0.05", "--output_dir", out,
             "--verbose", "0"]
     proc = subprocess.Popen([sys.executable, SCRIPT, "--fit", *args], cwd=ROOT, stdout=subprocess.PIPE,
@@ -93,7 +93,7 @@ def test_mirrored_fit_checkpoints_and_resumes(tmp_path):
     for name in ("model.keras", "best.keras", "last.keras"):
         assert os.path.isfile(os.path.join(out, name)), name
     restored = tf.keras.models.load_model(os.path.join(out, "model.keras"))
-    assert len(lns_larq.lns.lns_layers(restored)) == 18
+    assert len(lns_larq.lns.lns_layers(restored)) == 6  # ResNet-8: one block per stage
 
 
 def test_get_strategy_by_name():
@@ -238,7 +238,7 @@ def test_multi_worker_fit_only_the_chief_writes_and_resumes(tmp_path):
     for d in scratch:
         d.mkdir()
     cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
-    args = ["--strategy", "multi_worker", "--model", "resnet20", "--dataset", "digits", "--epochs", "2",
+    args = ["--strategy", "multi_worker", "--model", "resnet8", "--dataset", "digits", "--epochs", "2",
             "--steps_per_epoch", "2", "--batch_size", "8", "--output_dir", str(out), "--verbose", "0"]
 
     # 1. Kill both workers after the chief has logged epoch 0.

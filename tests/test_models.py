@@ -16,6 +16,16 @@ def test_registry():
         models.get("resnet21")
 
 
+def test_resnet8_is_resnet20_with_one_block_per_stage():
+    model = models.get("resnet8", quantizer="xnor")
+    full = models.get("resnet20", quantizer="xnor")
+    assert model.name == "resnet8_xnor" and model.output_shape == (None, 10)
+    binary = [layer.name for layer in model.layers if is_binarized_conv(layer)]
+    assert binary == [f"stage{s}_block1_conv{c}" for s in (1, 2, 3) for c in (1, 2)]
+    assert {layer.name for layer in model.layers} <= {layer.name for layer in full.layers}
+    assert len(models.get("resnet8_lns").losses) == 0 and "resnet8_bonn" in models.available()
+
+
 def test_resnet20_shape_and_layers():
     model = models.get("resnet20", quantizer="dorefa")
     assert model.output_shape == (None, 10)

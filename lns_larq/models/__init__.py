@@ -12,10 +12,11 @@ model = lns_larq.models.get("resnet20_lns", quantizer="dorefa", alpha=1.0, rho_p
 from lns_larq.lns import LNS
 from lns_larq.models.alexnet import alexnet
 from lns_larq.models.bireal import resnet18_bireal
-from lns_larq.models.resnet import resnet20, resnet20_fp
+from lns_larq.models.resnet import resnet8, resnet20, resnet20_fp
 
 _BASE_MODELS = {
     "resnet20": resnet20,
+    "resnet8": resnet8,
     "resnet20_fp": resnet20_fp,
     "resnet18_bireal": resnet18_bireal,
     "alexnet": alexnet,
