@@ -52,6 +52,7 @@ def _seed():
 _SHARED_MODULE_FIXTURES = ("test_bonn", "test_evaluate", "test_export")
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if "trained_baseline" in getattr(item, "fixturenames", ()):
