@@ -190,3 +190,30 @@ def lns_state(model):
         for layer in lns_layers(model)
     )
     return {"aux_loss": aux, "agreement": agreement(model)}
+
+
+class TestAccuracy(tf.keras.callbacks.Callback):
+    """After every epoch, the test set's accuracy and loss, as `test_accuracy` and `test_loss`.
+
+    With a validation hold-out, `fit` validates on the hold-out and selects the
+    epoch there (`val_accuracy`). Logging the test figures beside it lets one run
+    report both the honest figure (test accuracy at the epoch the hold-out
+    selects) and the paper's "best" (test-selected) one, without saving a model
+    per epoch. Put it before `CSVLogger` and `TensorBoard`.
+
+    ```python
+    callback = TestAccuracy(test_dataset)
+    model.fit(train, validation_data=holdout, callbacks=[callback, tf.keras.callbacks.CSVLogger("log.csv")])
+    ```
+    """
+
+    def __init__(self, test):
+        super().__init__()
+        self.test = test
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        results = self.model.evaluate(self.test, verbose=0, return_dict=True)
+        logs["test_accuracy"] = results["accuracy"]
+        logs["test_loss"] = results["loss"]

@@ -19,8 +19,10 @@ print(export.verify(model, report.flatbuffer, images, labels))
 """
 
 import collections
+import contextlib
 import dataclasses
 import json
+import logging
 import os
 import tempfile
 import warnings
@@ -479,6 +481,36 @@ def _first_line(error):
     return text.splitlines()[0] if text else type(error).__name__
 
 
+class _DropMessage(logging.Filter):
+    def __init__(self, start):
+        super().__init__()
+        self.start = start
+
+    def filter(self, record):
+        return not record.getMessage().startswith(self.start)
+
+
+@contextlib.contextmanager
+def _no_false_compile_warning(model):
+    """Drop tf_keras's "Compiled the loaded model, but the compiled metrics have yet
+    to be built" while saving an *uncompiled* model.
+
+    tf_keras's legacy `save` builds the compiled metrics first and logs that
+    warning when it cannot, which for a model never compiled (what export
+    converts) is always the case and says nothing true. Compiled models keep it.
+    """
+    if getattr(model, "compiled_loss", None) is not None:
+        yield
+        return
+    logger = tf.get_logger()
+    message = _DropMessage("Compiled the loaded model, but the compiled metrics")
+    logger.addFilter(message)
+    try:
+        yield
+    finally:
+        logger.removeFilter(message)
+
+
 def _convert(model, what):
     """`model` converted by LCE; `ExportError` (one line naming `what`) if LCE fails.
 
@@ -492,7 +524,8 @@ def _convert(model, what):
 
     with tempfile.TemporaryDirectory() as folder:
         try:
-            model.save(folder, save_format="tf")
+            with _no_false_compile_warning(model):
+                model.save(folder, save_format="tf")
         except Exception:  # not saveable: LCE's frozen-graph path is the only one
             folder = None
         try:

@@ -248,6 +248,34 @@ def _best_so_far(log_path, key="val_accuracy"):
     return max(values) if values else None
 
 
+def _selection(log_path, holdout):
+    """The epoch the validation figures select, and test accuracy there.
+
+    With a hold-out: `selected_epoch` (1-based) maximises `val_accuracy`,
+    `selected_test_accuracy` is `test_accuracy` at that epoch (the honest figure)
+    and `best_test_accuracy` the maximum over epochs (test-selected, the paper's
+    "best"). Without one, validation *is* the test set: only `best_test_accuracy`.
+    """
+    if not os.path.exists(log_path):
+        return {}
+    with open(log_path) as f:
+        rows = [row for row in csv.DictReader(f) if row.get("val_accuracy")]
+    if not rows:
+        return {}
+    if not holdout:
+        return dict(best_test_accuracy=max(float(row["val_accuracy"]) for row in rows))
+    rows = [row for row in rows if row.get("test_accuracy")]
+    if not rows:
+        return {}
+    selected = max(range(len(rows)), key=lambda i: float(rows[i]["val_accuracy"]))  # first of ties
+    return dict(
+        selected_epoch=int(rows[selected]["epoch"]) + 1,
+        selected_val_accuracy=float(rows[selected]["val_accuracy"]),
+        selected_test_accuracy=float(rows[selected]["test_accuracy"]),
+        best_test_accuracy=max(float(row["test_accuracy"]) for row in rows),
+    )
+
+
 class _Elapsed(tf.keras.callbacks.Callback):
     """Keeps the accumulated training wall time of a run across resumes."""
 
@@ -370,6 +398,8 @@ def _run(config, write_dir):
             reference_path=os.path.join(write_dir, "flip_reference.npz"), layer_log_dir=write_dir))
     if method is not None:
         callbacks += method.callbacks(run_info)
+    if val is not None:  # the hold-out selects; the test figures are logged beside it
+        callbacks.append(lns_callbacks.TestAccuracy(test))
     callbacks += [
         tf.keras.callbacks.LearningRateScheduler(lambda epoch, lr: lr_at(config, epoch)),
         elapsed,
@@ -401,6 +431,7 @@ def _run(config, write_dir):
         test_loss=test_results["loss"],
         best_val_accuracy=_best_so_far(log_path),
         validation="holdout" if val is not None else "test",
+        **_selection(os.path.join(write_dir, "log.csv"), holdout=val is not None),
         epochs=config.epochs,
         epochs_this_invocation=epochs_run,
         wall_time_s=elapsed.seconds,

@@ -298,3 +298,21 @@ def test_export_cli_missing_or_unreadable_model_is_one_clear_line(tmp_path):
     assert last.startswith(f"export.py: error: --model_path {garbage}: cannot load the model")
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "b.tflite").exists()
+
+
+def test_exporting_an_uncompiled_model_logs_no_false_compile_warning(tmp_path):
+    """tf_keras's legacy save warns that the "compiled metrics have yet to be built"
+    for any uncompiled model; export drops exactly that message (it was printed
+    three times per export, in the demo too)."""
+    import logging
+
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    tf.get_logger().addHandler(handler)
+    try:
+        export.export_tflite(models.get("resnet8", quantizer="dorefa"), str(tmp_path / "m.tflite"),
+                             float_reference=False)
+    finally:
+        tf.get_logger().removeHandler(handler)
+    assert not any("compiled metrics" in record.getMessage() for record in records)

@@ -254,3 +254,12 @@ def test_a_run_prints_no_library_noise_and_a_short_progress_line(tmp_path):
     assert "flip_rate:" in progress[-1] and "agreement:" in progress[-1]
     with open(tmp_path / "run" / "layers.csv") as f:
         assert sum(1 for row in csv.DictReader(f) if row["figure"] == "flip_rate") == 6  # ResNet-8
+
+
+def test_selection_reports_test_accuracy_at_the_holdout_best_epoch(tmp_path):
+    log = tmp_path / "log.csv"
+    log.write_text("epoch,val_accuracy,test_accuracy\n0,0.5,0.55\n1,0.7,0.65\n2,0.6,0.75\n")
+    assert training._selection(str(log), holdout=True) == dict(
+        selected_epoch=2, selected_val_accuracy=0.7, selected_test_accuracy=0.65, best_test_accuracy=0.75)
+    # Without a hold-out, validation is the test set: only the test-selected best exists.
+    assert training._selection(str(log), holdout=False) == dict(best_test_accuracy=0.7)

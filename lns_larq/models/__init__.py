@@ -9,6 +9,7 @@ model = lns_larq.models.get("resnet20_lns", quantizer="dorefa", alpha=1.0, rho_p
 ```
 """
 
+from lns_larq import pretrained
 from lns_larq.lns import LNS
 from lns_larq.models.alexnet import alexnet
 from lns_larq.models.bireal import resnet18_bireal
@@ -69,9 +70,26 @@ def split_name(name):
     raise ValueError(f"Unknown model {name!r}; available: {', '.join(available())}.")
 
 
-def get(name, **options):
-    """Build the model `name` with `options` (see `available()`)."""
+def get(name, weights=None, **options):
+    """Build the model `name` with `options` (see `available()`).
+
+    `weights`: `None` for a random initialisation, or the name of weights that
+    ship with the package (`"cifar10"`; see `lns_larq.pretrained`), whose file's
+    SHA-256 is checked. For a method variant such as `resnet20_lns` these are its
+    inference network: the base architecture holding the binary weights the
+    method trained (the mapping networks are training-only), named `name`.
+
+    ```python
+    model = lns_larq.models.get("resnet20", weights="cifar10")
+    ```
+    """
     base, method = split_name(name)
+    if weights is not None:
+        item = pretrained.entry(name, weights)
+        model = _BASE_MODELS[base](**pretrained.build_options(item, options))
+        model.load_weights(pretrained.checked_path(item))
+        model._name = name
+        return model
     if method is None:
         return _BASE_MODELS[base](**options)
     wrapper = _METHODS[method]

@@ -1,0 +1,186 @@
+"""Weights that ship with the package, loadable by name as larq-zoo's `weights=`.
+
+```python
+model = lns_larq.models.get("resnet20", weights="cifar10")      # the baseline
+lns = lns_larq.models.get("resnet20_lns", weights="cifar10")    # after LNS fine-tuning
+images = lns_larq.pretrained.preprocess(uint8_images)           # as training normalised them
+probabilities = tf.nn.softmax(model(images))
+```
+
+The LNS model's mapping networks are training-only: what ships is its inference
+network, the base architecture holding the binary weights the mappings produced
+(`lns_larq.export.bake`), so it predicts exactly what the fine-tuned LNS model
+predicted and converts with LCE. Each file's SHA-256 is checked on every load.
+Accuracy, data and the command behind each file: `PRETRAINED` and
+`lns_larq/weights/README.md`.
+"""
+
+import dataclasses
+import hashlib
+import json
+import os
+
+import numpy as np
+
+WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights")
+
+# Per-channel mean and std (0-255 scale) of the training split of the CIFAR-10
+# JPEG-q75 copy (../shared/data/cifar10), which `lns_larq.data.pipelines` uses.
+# (`lns_larq.data.channel_stats`, float32 values written out exactly.)
+CIFAR10_JPEG_MEAN = (125.26884460449219, 122.93302154541016, 113.86283874511719)
+CIFAR10_JPEG_STD = (62.534061431884766, 61.90929412841797, 66.46033477783203)
+
+
+@dataclasses.dataclass(frozen=True)
+class Pretrained:
+    """One shipped weights file.
+
+    # Arguments
+        file: Name in `lns_larq/weights/`.
+        sha256: Hex digest the file must have.
+        options: Builder options the weights need (e.g. `quantizer="dorefa"`).
+        test_accuracy: Top-1 accuracy on the data's whole test split (a fraction).
+        first_1000_accuracy: Top-1 accuracy on its first 1,000 test images.
+        data: The data trained and tested on.
+        command: The command that produced the weights.
+    """
+
+    file: str
+    sha256: str
+    options: dict
+    test_accuracy: float
+    first_1000_accuracy: float
+    data: str
+    command: str
+
+    @property
+    def path(self):
+        return os.path.join(WEIGHTS_DIR, self.file)
+
+
+MANIFEST = "manifest.json"
+PRETRAINED = {}  # (model name, weights name) -> Pretrained, from WEIGHTS_DIR/manifest.json
+
+
+def _key(name, weights):
+    return f"{name}/{weights}"
+
+
+def _read_manifest(directory):
+    path = os.path.join(directory, MANIFEST)
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
+def register(name, weights, entry):
+    """Make `lns_larq.models.get(name, weights=weights)` load `entry`."""
+    PRETRAINED[(name, weights)] = entry
+
+
+def entry(name, weights):
+    """The `Pretrained` of model `name` and weights `weights`.
+
+    # Raises
+        ValueError: one line naming what exists, if there is no such entry.
+    """
+    if (name, weights) not in PRETRAINED:
+        have = ", ".join(f"{n}(weights={w!r})" for n, w in sorted(PRETRAINED)) or "none"
+        raise ValueError(f"No pretrained weights {weights!r} for model {name!r}; available: {have}.")
+    return PRETRAINED[(name, weights)]
+
+
+def sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def checked_path(item):
+    """`item.path`, after checking that the file exists and has its SHA-256.
+
+    # Raises
+        ValueError: one line, if the file is missing or its hash differs.
+    """
+    if not os.path.isfile(item.path):
+        raise ValueError(f"Pretrained weights file {item.path} is missing; reinstall lns-larq.")
+    actual = sha256(item.path)
+    if actual != item.sha256:
+        raise ValueError(
+            f"Pretrained weights file {item.path} has SHA-256 {actual[:12]}..., expected "
+            f"{item.sha256[:12]}...: the file is corrupt or was replaced."
+        )
+    return item.path
+
+
+def build_options(item, options):
+    """`options` completed with the entry's; a conflicting option is a one-line error."""
+    for key, value in item.options.items():
+        if key in options and options[key] != value:
+            raise ValueError(f"The pretrained weights {item.file} need {key}={value!r}, got {options[key]!r}.")
+    return {**options, **item.options}
+
+
+def preprocess(images):
+    """uint8 (or 0-255 float) CIFAR-10 images, normalised as the shipped models were trained.
+
+    \\[ x' = (x - \\mu_c) / \\sigma_c \\]
+
+    with the per-channel statistics of the JPEG copy's training split.
+
+    ```python
+    x = lns_larq.pretrained.preprocess(np.zeros((1, 32, 32, 3), np.uint8))
+    ```
+    """
+    return ((np.asarray(images, np.float32) - np.float32(CIFAR10_JPEG_MEAN)) / np.float32(CIFAR10_JPEG_STD))
+
+
+def save(model, name, weights, quantizer, images, labels, data, command, directory=WEIGHTS_DIR):
+    """Ship `model`'s inference weights as `get(name, weights=weights)`.
+
+    A method variant (LNS) is baked first, so the file holds the base
+    architecture's weights; `quantizer` is the model's weight quantizer
+    (`"dorefa"`, `"xnor"`, `"binarynet"`), an option the weights need. The file is checked by loading it into a fresh base
+    model, whose accuracy on `images` (uint8) and `labels` is what the manifest
+    states, over all of them and over the first 1,000.
+
+    # Returns
+        The `Pretrained` entry written to `directory/manifest.json`.
+    """
+    from lns_larq import export, models
+    from lns_larq.lns import lns_layers
+
+    base, _ = models.split_name(name)
+    if lns_layers(model):
+        model = export.bake(model)
+    os.makedirs(directory, exist_ok=True)
+    file = f"{name}_{weights}.weights.h5"
+    path = os.path.join(directory, file)
+    model.save_weights(path)
+    fresh = models.get(base, quantizer=quantizer)
+    fresh.load_weights(path)
+    predictions = np.argmax(fresh.predict(preprocess(images), batch_size=500, verbose=0), axis=-1)
+    correct = predictions == np.asarray(labels).reshape(-1)
+    item = Pretrained(
+        file=file, sha256=sha256(path), options=dict(quantizer=quantizer),
+        test_accuracy=float(correct.mean()), first_1000_accuracy=float(correct[:1000].mean()),
+        data=data, command=command,
+    )
+    manifest = _read_manifest(directory)
+    manifest[_key(name, weights)] = dataclasses.asdict(item)
+    with open(os.path.join(directory, MANIFEST), "w") as f:
+        json.dump(manifest, f, indent=2, sort_keys=True)
+        f.write("\n")
+    if directory == WEIGHTS_DIR:
+        register(name, weights, item)
+    return item
+
+
+for _name_weights, _item in _read_manifest(WEIGHTS_DIR).items():
+    PRETRAINED[tuple(_name_weights.split("/"))] = Pretrained(**_item)
+
+
+__all__ = ["PRETRAINED", "Pretrained", "checked_path", "entry", "preprocess", "register", "save"]

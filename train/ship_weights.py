@@ -1,0 +1,60 @@
+"""Ship a trained model's weights with the package, loadable by name.
+
+    python train/ship_weights.py --run campaigns/short/dorefa/seed0/baseline --name resnet20
+    python train/ship_weights.py --run campaigns/short/dorefa/seed0/lns --name resnet20_lns
+
+Reads the run's `model.keras` and `metrics.json` (its quantizer and command),
+bakes an LNS model into its inference network, writes
+`lns_larq/weights/<name>_<weights>.weights.h5` and its entry in
+`lns_larq/weights/manifest.json` (SHA-256, test accuracy on the whole test split
+and on its first 1,000 images, data, command). See `lns_larq/pretrained.py`.
+"""
+
+import json
+import os
+import sys
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+flags.DEFINE_string("run", None, "A complete train/fit.py run folder (model.keras, metrics.json).")
+flags.DEFINE_string("name", None, "Model name the weights load under, e.g. resnet20 or resnet20_lns.")
+flags.DEFINE_string("weights", "cifar10", "Weights name.")
+flags.DEFINE_string("data_path", os.path.join(ROOT, "..", "shared", "data", "cifar10", "cifar10_jpegq75.npz"),
+                    "The CIFAR-10 copy the run trained on (its test split measures the weights).")
+flags.mark_flags_as_required(["run", "name"])
+
+
+def main(argv):
+    if len(argv) > 1:
+        sys.exit(f"ship_weights.py: error: unexpected arguments {argv[1:]}")
+    from lns_larq import data, export, models, pretrained
+
+    metrics_path = os.path.join(FLAGS.run, "metrics.json")
+    if not os.path.exists(metrics_path):
+        sys.exit(f"ship_weights.py: error: {FLAGS.run} is not a complete run (no metrics.json)")
+    with open(metrics_path) as f:
+        metrics = json.load(f)
+    try:
+        models.split_name(FLAGS.name)
+        model = export.load_model(os.path.join(FLAGS.run, "model.keras"))
+        arrays = data.load("cifar10", data_path=FLAGS.data_path)
+    except (ValueError, data.DataError) as e:
+        sys.exit(f"ship_weights.py: error: {e}")
+    config = metrics["config"]
+    held_out = config.get("validation_size", 0)
+    description = (f"CIFAR-10, JPEG q75 copy ({os.path.basename(FLAGS.data_path)})"
+                   + (f", {held_out} training images held out" if held_out else ""))
+    item = pretrained.save(
+        model, FLAGS.name, FLAGS.weights, config["quantizer"], arrays.x_test, arrays.y_test,
+        data=description, command=metrics["command"],
+    )
+    print(f"{FLAGS.name} (weights={FLAGS.weights!r}): {item.file}, "
+          f"{os.path.getsize(item.path) / 1024:.0f} KiB, test accuracy {100 * item.test_accuracy:.2f} % "
+          f"(first 1,000: {100 * item.first_1000_accuracy:.1f} %), run's own figure "
+          f"{100 * metrics['test_accuracy']:.2f} %")
+
+
+if __name__ == "__main__":
+    app.run(main)
