@@ -174,9 +174,32 @@ def save(model, name, weights, quantizer, images, labels, data, command, directo
     with open(os.path.join(directory, MANIFEST), "w") as f:
         json.dump(manifest, f, indent=2, sort_keys=True)
         f.write("\n")
+    _write_readme(directory, manifest)
     if directory == WEIGHTS_DIR:
         register(name, weights, item)
     return item
+
+
+def _write_readme(directory, manifest):
+    """`directory/README.md`: what each shipped file is, beside the files."""
+    lines = [
+        "# Shipped weights",
+        "",
+        "Written by `train/ship_weights.py`; load with "
+        "`lns_larq.models.get(name, weights=...)`, which checks each file's SHA-256 "
+        "(`lns_larq/pretrained.py`). Inputs: `lns_larq.pretrained.preprocess(uint8_images)`.",
+        "",
+        "| model | weights | file | test accuracy % | first 1,000 test images % | data | command |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for key, item in sorted(manifest.items()):
+        name, weights = key.split("/")
+        lines.append(
+            f"| `{name}` | `{weights}` | `{item['file']}` | {100 * item['test_accuracy']:.2f} | "
+            f"{100 * item['first_1000_accuracy']:.1f} | {item['data']} | `{item['command']}` |"
+        )
+    with open(os.path.join(directory, "README.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
 
 
 for _name_weights, _item in _read_manifest(WEIGHTS_DIR).items():

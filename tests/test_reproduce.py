@@ -20,7 +20,8 @@ def _rows(path):
 
 def test_tiny_campaign_every_arm_resume_and_skip(tmp_path):
     runs = str(tmp_path / "runs")
-    command = [sys.executable, REPRODUCE, "--protocol", "tiny", "--dataset", "digits", "--runs_dir", runs]
+    command = [sys.executable, REPRODUCE, "--protocol", "tiny", "--dataset", "digits", "--runs_dir", runs,
+               "--baseline_seeds", "2"]
     # Interrupt the campaign inside the fine-tuning arm, after its first epoch.
     proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
@@ -45,6 +46,10 @@ def test_tiny_campaign_every_arm_resume_and_skip(tmp_path):
     results = os.path.join(runs, "results")
     rows = _rows(os.path.join(results, "results.csv"))
     assert {r["arm"] for r in rows} == {"baseline", "finetune", "lns_no_noisy", "lns", "bonn"}
+    # Two baselines (seeds 0 and 1), trained after the arms; every arm fine-tunes seed 0's.
+    assert sorted(int(r["seed"]) for r in rows if r["arm"] == "baseline") == [0, 1]
+    assert all(json.load(open(os.path.join(ROOT, r["run"], "metrics.json")))["config"]["pretrained"].endswith(
+        os.path.join("seed0", "baseline", "model.keras")) for r in rows if r["arm"] != "baseline")
     for r in rows:  # fractions in the CSV, exactly the runs' own figures
         with open(os.path.join(ROOT, r["run"], "metrics.json")) as f:
             run = json.load(f)
@@ -76,7 +81,9 @@ def test_tiny_campaign_every_arm_resume_and_skip(tmp_path):
     assert os.path.getsize(os.path.join(results, "flip_heatmap.png")) > 1000
 
     again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0 and again.stdout.count("complete, skipped") == 5
+    assert again.returncode == 0 and again.stdout.count("complete, skipped") == 6
+    baseline_line = next(line for line in open(os.path.join(results, "results.md")) if "| baseline |" in line)
+    assert baseline_line.startswith("| dorefa | baseline | 2 |")
 
 
 def test_sweep_dry_run_lists_the_grid(tmp_path):
@@ -88,6 +95,14 @@ def test_sweep_dry_run_lists_the_grid(tmp_path):
     assert len(commands) == 4  # the campaign's baseline and three LNS runs
     assert all("--validation_size=200" in c for c in commands)  # the tiny protocol's hold-out
     assert any("--rho=0.2" in c and "--alpha=1.0" in c for c in commands)
+    # Points that are an arm's setting are that arm's runs: alpha = 0 is lns_no_noisy,
+    # the default alpha (with the default rho) is lns.
+    reuse = subprocess.run(
+        [sys.executable, REPRODUCE, "--protocol", "tiny", "--dataset", "digits", "--runs_dir", str(tmp_path),
+         "--sweep", "alpha=0,0.5,1", "--dry_run"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    outputs = [line.rsplit("--output_dir=", 1)[1] for line in reuse.stdout.splitlines() if "fit.py" in line]
+    assert [os.path.relpath(o, str(tmp_path)) for o in outputs] == [
+        os.path.join("dorefa", "seed0", d) for d in ("baseline", "lns_no_noisy", "lns_alpha0.5", "lns")]
     bad = subprocess.run([sys.executable, REPRODUCE, "--sweep", "beta=1"], cwd=ROOT, capture_output=True, text=True)
     assert bad.returncode != 0 and "--sweep must be" in bad.stderr
 

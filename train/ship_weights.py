@@ -1,9 +1,10 @@
 """Ship a trained model's weights with the package, loadable by name.
 
     python train/ship_weights.py --run campaigns/short/dorefa/seed0/baseline --name resnet20
-    python train/ship_weights.py --run campaigns/short/dorefa/seed0/lns --name resnet20_lns
+    python train/ship_weights.py --run campaigns/short/dorefa/seed0/lns --name resnet20_lns --checkpoint best.keras
 
-Reads the run's `model.keras` and `metrics.json` (its quantizer and command),
+Reads the run's `model.keras` (or `--checkpoint best.keras`, the epoch its hold-out
+selected) and `metrics.json` (its quantizer and command),
 bakes an LNS model into its inference network, writes
 `lns_larq/weights/<name>_<weights>.weights.h5` and its entry in
 `lns_larq/weights/manifest.json` (SHA-256, test accuracy on the whole test split
@@ -23,6 +24,8 @@ flags.DEFINE_string("name", None, "Model name the weights load under, e.g. resne
 flags.DEFINE_string("weights", "cifar10", "Weights name.")
 flags.DEFINE_string("data_path", os.path.join(ROOT, "..", "shared", "data", "cifar10", "cifar10_jpegq75.npz"),
                     "The CIFAR-10 copy the run trained on (its test split measures the weights).")
+flags.DEFINE_enum("checkpoint", "model.keras", ["model.keras", "best.keras"],
+                  "model.keras (the last epoch) or best.keras (the best validation epoch).")
 flags.mark_flags_as_required(["run", "name"])
 
 
@@ -38,7 +41,7 @@ def main(argv):
         metrics = json.load(f)
     try:
         models.split_name(FLAGS.name)
-        model = export.load_model(os.path.join(FLAGS.run, "model.keras"))
+        model = export.load_model(os.path.join(FLAGS.run, FLAGS.checkpoint))
         arrays = data.load("cifar10", data_path=FLAGS.data_path)
     except (ValueError, data.DataError) as e:
         sys.exit(f"ship_weights.py: error: {e}")
@@ -48,12 +51,12 @@ def main(argv):
                    + (f", {held_out} training images held out" if held_out else ""))
     item = pretrained.save(
         model, FLAGS.name, FLAGS.weights, config["quantizer"], arrays.x_test, arrays.y_test,
-        data=description, command=metrics["command"],
+        data=description, command=metrics["command"] + f"  # {FLAGS.checkpoint}",
     )
     print(f"{FLAGS.name} (weights={FLAGS.weights!r}): {item.file}, "
           f"{os.path.getsize(item.path) / 1024:.0f} KiB, test accuracy {100 * item.test_accuracy:.2f} % "
-          f"(first 1,000: {100 * item.first_1000_accuracy:.1f} %), run's own figure "
-          f"{100 * metrics['test_accuracy']:.2f} %")
+          f"(first 1,000: {100 * item.first_1000_accuracy:.1f} %); the run's own figures: last epoch "
+          f"{100 * metrics['test_accuracy']:.2f} %, hold-out-selected {metrics.get('selected_test_accuracy')}")
 
 
 if __name__ == "__main__":

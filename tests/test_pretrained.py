@@ -1,0 +1,101 @@
+"""Shipped weights: loadable by name, hash-checked, and as accurate as stated."""
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from lns_larq import data, export, models, pretrained
+from lns_larq.quantizers import quantized_kernel
+
+from .conftest import CIFAR_NPZ
+
+SHIPPED = [("resnet20", "cifar10"), ("resnet20_lns", "cifar10")]
+
+
+@pytest.fixture(scope="module")
+def first_1000():
+    arrays = data.load("cifar10", data_path=CIFAR_NPZ)
+    return arrays.x_test[:1000], arrays.y_test[:1000].reshape(-1)
+
+
+def test_preprocess_is_the_training_normalisation(first_1000):
+    images, _ = first_1000
+    pipeline_images, _ = export.cifar10_test_images(CIFAR_NPZ, 16)
+    np.testing.assert_allclose(pretrained.preprocess(images[:16]), pipeline_images, atol=1e-5)
+
+
+@pytest.mark.parametrize("name,weights", SHIPPED)
+def test_shipped_weights_load_by_name_and_reach_their_stated_accuracy(name, weights, first_1000):
+    item = pretrained.entry(name, weights)
+    model = models.get(name, weights=weights)
+    assert model.name == name
+    images, labels = first_1000
+    predictions = np.argmax(model.predict(pretrained.preprocess(images), batch_size=500, verbose=0), axis=-1)
+    accuracy = float(np.mean(predictions == labels))
+    # The manifest's figure was measured the same way when the file was written;
+    # a different machine may round a few near-tied activations differently.
+    assert accuracy == pytest.approx(item.first_1000_accuracy, abs=0.003)
+    assert accuracy > 0.75  # a trained network, not a random one (10 %)
+
+
+def test_lns_weights_are_its_own_binary_weights_not_the_baselines():
+    baseline = models.get("resnet20", weights="cifar10")
+    lns = models.get("resnet20_lns", weights="cifar10")
+    differing, total = 0, 0
+    for layer in baseline.layers:
+        if getattr(getattr(layer, "kernel_quantizer", None), "precision", None) != 1:
+            continue
+        ours = quantized_kernel(lns.get_layer(layer.name)).numpy()
+        # The baked kernel is +-s, one magnitude per layer (DoReFa's layer scale).
+        assert np.unique(np.abs(ours)).size == 1
+        differing += int(np.sum(np.sign(ours) != np.sign(quantized_kernel(layer).numpy())))
+        total += ours.size
+    assert 0 < differing < total  # fine-tuned from the baseline, and changed by it
+
+
+def test_shipped_files_fit_the_size_budget():
+    size = sum(os.path.getsize(pretrained.entry(*key).path) for key in SHIPPED)
+    assert size <= 5 * 1024 * 1024
+
+
+def test_a_corrupt_file_unknown_weights_and_conflicting_options_are_one_line_errors(tmp_path, monkeypatch):
+    item = pretrained.entry("resnet20", "cifar10")
+    corrupt = tmp_path / item.file
+    shutil.copy(item.path, corrupt)
+    with open(corrupt, "r+b") as f:
+        f.seek(-1, os.SEEK_END)
+        last = f.read(1)
+        f.seek(-1, os.SEEK_END)
+        f.write(bytes([last[0] ^ 0xFF]))
+    monkeypatch.setattr(pretrained, "WEIGHTS_DIR", str(tmp_path))
+    with pytest.raises(ValueError, match="SHA-256 .* expected .*corrupt") as error:
+        models.get("resnet20", weights="cifar10")
+    assert "\n" not in str(error.value)
+    os.remove(corrupt)
+    with pytest.raises(ValueError, match="is missing"):
+        models.get("resnet20", weights="cifar10")
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match=r"No pretrained weights 'imagenet' for model 'resnet20'; available: .*resnet20_lns"):
+        models.get("resnet20", weights="imagenet")
+    with pytest.raises(ValueError, match="need quantizer='dorefa', got 'xnor'"):
+        models.get("resnet20", weights="cifar10", quantizer="xnor")
+
+
+def test_save_writes_a_loadable_entry(tmp_path):
+    """`pretrained.save` (behind train/ship_weights.py) round-trips an LNS model."""
+    tf.keras.utils.set_random_seed(0)
+    model = models.get("resnet8_lns", quantizer="dorefa")
+    arrays = data.load("cifar10", data_path=CIFAR_NPZ)
+    images, labels = arrays.x_test[:64], arrays.y_test[:64]
+    item = pretrained.save(model, "resnet8_lns", "test", "dorefa", images, labels, data="test", command="test",
+                           directory=str(tmp_path))
+    assert os.path.exists(tmp_path / "manifest.json") and item.sha256 == pretrained.sha256(tmp_path / item.file)
+    fresh = models.get("resnet8", quantizer="dorefa")
+    fresh.load_weights(str(tmp_path / item.file))
+    expected = model.predict(pretrained.preprocess(images), verbose=0)
+    np.testing.assert_allclose(fresh.predict(pretrained.preprocess(images), verbose=0), expected, atol=1e-4)
+    predictions = np.argmax(expected, -1) == labels.reshape(-1)
+    assert item.test_accuracy == pytest.approx(float(predictions.mean()))
