@@ -256,15 +256,13 @@ def _selection(log_path, holdout):
     and `best_test_accuracy` the maximum over epochs (test-selected, the paper's
     "best"). Without one, validation *is* the test set: only `best_test_accuracy`.
     """
+    if not holdout:
+        best = _best_so_far(log_path)
+        return {} if best is None else dict(best_test_accuracy=best)
     if not os.path.exists(log_path):
         return {}
     with open(log_path) as f:
-        rows = [row for row in csv.DictReader(f) if row.get("val_accuracy")]
-    if not rows:
-        return {}
-    if not holdout:
-        return dict(best_test_accuracy=max(float(row["val_accuracy"]) for row in rows))
-    rows = [row for row in rows if row.get("test_accuracy")]
+        rows = [row for row in csv.DictReader(f) if row.get("val_accuracy") and row.get("test_accuracy")]
     if not rows:
         return {}
     selected = max(range(len(rows)), key=lambda i: float(rows[i]["val_accuracy"]))  # first of ties

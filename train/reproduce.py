@@ -454,8 +454,6 @@ def sweep(runs_dir, results_dir):
         for seed in range(FLAGS.seeds):
             out = sweep_dir(runs_dir, quantizer, seed, name, value)
             extra = {name: value, **({"alpha": FLAGS.alpha} if name == "rho" else {})}
-            if value == 0 and name == "alpha":
-                extra = ARMS["lns_no_noisy"][1]
             run_fit(fit_args(FLAGS.protocol, "lns", quantizer, seed, os.path.join(base_dir, "model.keras"), extra), out)
             if not FLAGS.dry_run:
                 runs.append(run_row(out))
