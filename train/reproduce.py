@@ -475,6 +475,14 @@ def sweep(runs_dir, results_dir):
         xs, means, stds, *_ = zip(*results)
         ax.errorbar(range(len(xs)), means, yerr=stds, marker="o", capsize=3,
                     label=f"LNS, mean ± std over {FLAGS.seeds} seeds")
+        # The reference the paper's figures draw: plain fine-tuning of the same
+        # baseline with the same schedule and seeds, selected on the same hold-out.
+        finetune = [os.path.join(runs_dir, quantizer, f"seed{seed}", "finetune") for seed in range(FLAGS.seeds)]
+        finetune = [100 * run_row(out)["best_val_accuracy"] for out in finetune
+                    if os.path.exists(os.path.join(out, "metrics.json"))]
+        if finetune:
+            ax.axhline(_mean_std(finetune)[0], color="gray", linestyle="--",
+                       label=f"finetune, mean over {len(finetune)} seeds")
         ax.set_xticks(range(len(xs)), [f"{v:g}" for v in xs])
         ax.set_xlabel({"alpha": "α (weight of the noisy-supervision loss)", "rho": "ρ₊ = ρ₋ (assumed noise rate)"}[name])
         ax.set_ylabel("validation accuracy % (selected epoch)")
