@@ -29,6 +29,12 @@ flags.DEFINE_enum("checkpoint", "model.keras", ["model.keras", "best.keras"],
 flags.mark_flags_as_required(["run", "name"])
 
 
+def _relative(command):
+    """The run's command with this checkout's absolute paths made relative to it,
+    so the manifest reads the same on every clone."""
+    return command.replace(ROOT + os.sep, "")
+
+
 def main(argv):
     if len(argv) > 1:
         sys.exit(f"ship_weights.py: error: unexpected arguments {argv[1:]}")
@@ -51,12 +57,13 @@ def main(argv):
                    + (f", {held_out} training images held out" if held_out else ""))
     item = pretrained.save(
         model, FLAGS.name, FLAGS.weights, config["quantizer"], arrays.x_test, arrays.y_test,
-        data=description, command=metrics["command"] + f"  # {FLAGS.checkpoint}",
+        data=description, command=_relative(metrics["command"]) + f"  # {FLAGS.checkpoint}",
     )
     print(f"{FLAGS.name} (weights={FLAGS.weights!r}): {item.file}, "
           f"{os.path.getsize(item.path) / 1024:.0f} KiB, test accuracy {100 * item.test_accuracy:.2f} % "
           f"(first 1,000: {100 * item.first_1000_accuracy:.1f} %); the run's own figures: last epoch "
-          f"{100 * metrics['test_accuracy']:.2f} %, hold-out-selected {metrics.get('selected_test_accuracy')}")
+          f"{100 * metrics['test_accuracy']:.2f} %"
+          + (f", hold-out-selected {100 * selected:.2f} %" if (selected := metrics.get("selected_test_accuracy")) else ""))
 
 
 if __name__ == "__main__":
