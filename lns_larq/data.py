@@ -170,7 +170,12 @@ def channel_stats(x, chunk=10000):
 
 
 def split_validation(arrays, validation_size, seed=0):
-    """Hold out `validation_size` training images (seeded), as the paper's 10,000."""
+    """Hold out `validation_size` training images (seeded), as the paper's 10,000.
+
+    `pipelines` always uses seed 0, whatever the run's seed: a fine-tuning run
+    must validate on images its pretrained baseline never trained on, and every
+    run of a campaign must be selected on the same images.
+    """
     if validation_size <= 0:
         return arrays, None
     n = len(arrays.x_train)
@@ -197,7 +202,9 @@ def pipelines(arrays, batch_size=128, validation_size=0, train_subset=0, augment
     # Statistics of the whole training split, so that every run on a dataset (any
     # subset or hold-out) feeds a pretrained network the inputs it was trained on.
     mean, std = channel_stats(arrays.x_train)
-    arrays, validation = split_validation(arrays, validation_size, seed)
+    # The hold-out is the same for every `seed` (see `split_validation`); the
+    # seed only orders the training images.
+    arrays, validation = split_validation(arrays, validation_size)
     x_train, y_train = arrays.x_train, arrays.y_train
     if train_subset:
         x_train, y_train = x_train[:train_subset], y_train[:train_subset]

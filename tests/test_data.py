@@ -114,3 +114,25 @@ def test_pipeline_normalises_augments_and_holds_out(cifar):
 def test_unknown_dataset():
     with pytest.raises(data.DataError, match="Unknown dataset"):
         data.load("mnist")
+
+
+def test_hold_out_is_the_same_for_every_seed():
+    """A fine-tuning run with any seed validates on the images its seed-0 baseline
+    held out, never on images the baseline trained on."""
+    n = 60
+    x = np.zeros((n, 32, 32, 3), np.uint8)
+    x[:, 0, 0, 0] = np.arange(n)  # image i carries i
+    x[:, 1, 1, 0] = 255  # so that the channel's std is not 0
+    arrays = data.Arrays(x, np.arange(n, dtype=np.uint8) % 10, x[:10], np.zeros(10, np.uint8), 10, "cifar10")
+    mean, std = data.channel_stats(x)
+
+    def ids(dataset):
+        # Undo the normalisation of the id pixel.
+        return {int(round(v)) for batch, _ in dataset for v in batch.numpy()[:, 0, 0, 0] * std[0] + mean[0]}
+
+    held = {}
+    for seed in (0, 1, 5):
+        train, val, _ = data.pipelines(arrays, batch_size=8, validation_size=20, augment=False, seed=seed)
+        held[seed], trained = ids(val), ids(train)
+        assert len(held[seed]) == 20 and len(trained) == 40 and not held[seed] & trained
+    assert held[0] == held[1] == held[5]
