@@ -108,8 +108,14 @@ def test_sweep_dry_run_lists_the_grid(tmp_path):
 
 
 def test_tiny_sweep_writes_csv_and_figure(tmp_path):
-    """A real (tiny) rho sweep on the validation hold-out: CSV and Fig. 5 analogue."""
+    """A real (tiny) rho sweep on the validation hold-out: CSV, Fig. 5 analogue and
+    the plain fine-tuning reference the figure draws."""
     results = tmp_path / "results"
+    arms = subprocess.run(
+        [sys.executable, REPRODUCE, "--protocol", "tiny", "--dataset", "digits", "--runs_dir", str(tmp_path),
+         "--results_dir", str(results), "--arms", "baseline,finetune", "--validation_size", "200"],
+        cwd=ROOT, capture_output=True, text=True, timeout=1200)
+    assert arms.returncode == 0, arms.stdout[-2000:] + arms.stderr[-2000:]
     result = subprocess.run(
         [sys.executable, REPRODUCE, "--protocol", "tiny", "--dataset", "digits", "--runs_dir", str(tmp_path),
          "--results_dir", str(results), "--sweep", "rho=0,0.05", "--validation_size", "200"],
@@ -123,3 +129,6 @@ def test_tiny_sweep_writes_csv_and_figure(tmp_path):
     assert metrics["validation"] == "holdout" and metrics["config"]["rho_pos"] == 0.05
     # The sweep reports percentages: 100 x the run's best validation accuracy (a fraction).
     assert float(rows[1]["val_accuracy_mean"]) == pytest.approx(100 * metrics["best_val_accuracy"], abs=1e-4)
+    with open(tmp_path / "dorefa" / "seed0" / "finetune" / "metrics.json") as f:
+        finetune = json.load(f)
+    assert f"finetune reference: {100 * finetune['best_val_accuracy']:.2f} (mean over 1 seeds)" in result.stdout

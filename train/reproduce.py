@@ -461,6 +461,11 @@ def sweep(runs_dir, results_dir):
                         *_mean_std([100 * r["accuracy"] for r in runs]), len(runs)))
     if FLAGS.dry_run:
         return
+    # The reference the paper's figures draw: plain fine-tuning of the same
+    # baseline with the same schedule and seeds, selected on the same hold-out.
+    finetune = [os.path.join(runs_dir, quantizer, f"seed{seed}", "finetune") for seed in range(FLAGS.seeds)]
+    finetune = [100 * run_row(out)["best_val_accuracy"] for out in finetune
+                if os.path.exists(os.path.join(out, "metrics.json"))]
     os.makedirs(results_dir, exist_ok=True)
     with open(os.path.join(results_dir, f"sweep_{name}.csv"), "w") as f:
         f.write(f"{name},val_accuracy_mean,val_accuracy_std,test_accuracy_mean,test_accuracy_std,seeds\n")
@@ -475,11 +480,6 @@ def sweep(runs_dir, results_dir):
         xs, means, stds, *_ = zip(*results)
         ax.errorbar(range(len(xs)), means, yerr=stds, marker="o", capsize=3,
                     label=f"LNS, mean ± std over {FLAGS.seeds} seeds")
-        # The reference the paper's figures draw: plain fine-tuning of the same
-        # baseline with the same schedule and seeds, selected on the same hold-out.
-        finetune = [os.path.join(runs_dir, quantizer, f"seed{seed}", "finetune") for seed in range(FLAGS.seeds)]
-        finetune = [100 * run_row(out)["best_val_accuracy"] for out in finetune
-                    if os.path.exists(os.path.join(out, "metrics.json"))]
         if finetune:
             ax.axhline(_mean_std(finetune)[0], color="gray", linestyle="--",
                        label=f"finetune, mean over {len(finetune)} seeds")
@@ -492,6 +492,8 @@ def sweep(runs_dir, results_dir):
         fig.tight_layout()
         fig.savefig(os.path.join(results_dir, f"sweep_{name}.png"), dpi=80)
     print(f"sweep {name}: " + ", ".join(f"{v:g}: {m:.2f}±{s:.2f}" for v, m, s, *_ in results))
+    if finetune:
+        print(f"finetune reference: {_mean_std(finetune)[0]:.2f} (mean over {len(finetune)} seeds)")
 
 
 def main(argv):
