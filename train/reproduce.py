@@ -139,9 +139,14 @@ def fit_args(protocol, arm, quantizer, seed, pretrained, extra=None):
     return [f"--{k}={v}" for k, v in options.items()]
 
 
+def complete(out):
+    """Whether `out` holds a finished run: fit.py writes metrics.json last."""
+    return os.path.exists(os.path.join(out, "metrics.json"))
+
+
 def run_fit(args, out):
     """Run fit.py unless `out` holds a complete run; its log goes to out/fit.log."""
-    if os.path.exists(os.path.join(out, "metrics.json")):
+    if complete(out):
         print(f"complete, skipped: {out}")
         return
     command = [sys.executable, FIT, *args, f"--output_dir={out}"]
@@ -228,8 +233,7 @@ def campaign(runs_dir, train=True):
             folders[(quantizer, "baseline")].append(out)
     if FLAGS.dry_run:
         return folders
-    return {key: [out for out in outs if os.path.exists(os.path.join(out, "metrics.json"))]
-            for key, outs in folders.items()}
+    return {key: [out for out in outs if complete(out)] for key, outs in folders.items()}
 
 
 def run_row(out, last_epoch=False):
@@ -464,8 +468,8 @@ def sweep(runs_dir, results_dir):
     # The reference the paper's figures draw: plain fine-tuning of the same
     # baseline with the same schedule and seeds, selected on the same hold-out.
     finetune = [os.path.join(runs_dir, quantizer, f"seed{seed}", "finetune") for seed in range(FLAGS.seeds)]
-    finetune = [100 * run_row(out)["best_val_accuracy"] for out in finetune
-                if os.path.exists(os.path.join(out, "metrics.json"))]
+    finetune = [100 * run_row(out)["best_val_accuracy"] for out in finetune if complete(out)]
+    reference = _mean_std(finetune)[0] if finetune else None
     os.makedirs(results_dir, exist_ok=True)
     with open(os.path.join(results_dir, f"sweep_{name}.csv"), "w") as f:
         f.write(f"{name},val_accuracy_mean,val_accuracy_std,test_accuracy_mean,test_accuracy_std,seeds\n")
@@ -481,7 +485,7 @@ def sweep(runs_dir, results_dir):
         ax.errorbar(range(len(xs)), means, yerr=stds, marker="o", capsize=3,
                     label=f"LNS, mean ± std over {FLAGS.seeds} seeds")
         if finetune:
-            ax.axhline(_mean_std(finetune)[0], color="gray", linestyle="--",
+            ax.axhline(reference, color="gray", linestyle="--",
                        label=f"finetune, mean over {len(finetune)} seeds")
         ax.set_xticks(range(len(xs)), [f"{v:g}" for v in xs])
         ax.set_xlabel({"alpha": "α (weight of the noisy-supervision loss)", "rho": "ρ₊ = ρ₋ (assumed noise rate)"}[name])
@@ -493,7 +497,7 @@ def sweep(runs_dir, results_dir):
         fig.savefig(os.path.join(results_dir, f"sweep_{name}.png"), dpi=80)
     print(f"sweep {name}: " + ", ".join(f"{v:g}: {m:.2f}±{s:.2f}" for v, m, s, *_ in results))
     if finetune:
-        print(f"finetune reference: {_mean_std(finetune)[0]:.2f} (mean over {len(finetune)} seeds)")
+        print(f"finetune reference: {reference:.2f} (mean over {len(finetune)} seeds)")
 
 
 def main(argv):
