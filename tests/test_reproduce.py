@@ -131,4 +131,4 @@ def test_tiny_sweep_writes_csv_and_figure(tmp_path):
     assert float(rows[1]["val_accuracy_mean"]) == pytest.approx(100 * metrics["best_val_accuracy"], abs=1e-4)
     with open(tmp_path / "dorefa" / "seed0" / "finetune" / "metrics.json") as f:
         finetune = json.load(f)
-    assert f"finetune reference: {100 * finetune['best_val_accuracy']:.2f} (mean over 1 seeds)" in result.stdout
+    assert f"finetune reference: {100 * finetune['best_val_accuracy']:.2f} (mean over 1 seed)" in result.stdout

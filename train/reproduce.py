@@ -197,6 +197,11 @@ def t_interval(values):
     return mean, t * std / math.sqrt(n)
 
 
+def seeds_label(n):
+    """'1 seed', '3 seeds': for legends and printed summaries."""
+    return f"{n} seed{'' if n == 1 else 's'}"
+
+
 def baseline_dir(runs_dir, quantizer, seed=0):
     """The folder of a quantizer's baseline; every arm fine-tunes the seed-0 one."""
     return os.path.join(runs_dir, quantizer, f"seed{seed}", "baseline")
@@ -483,10 +488,10 @@ def sweep(runs_dir, results_dir):
         fig, ax = plt.subplots(figsize=(5.5, 3.8))
         xs, means, stds, *_ = zip(*results)
         ax.errorbar(range(len(xs)), means, yerr=stds, marker="o", capsize=3,
-                    label=f"LNS, mean ± std over {FLAGS.seeds} seeds")
+                    label=f"LNS, mean ± std over {seeds_label(FLAGS.seeds)}")
         if finetune:
             ax.axhline(reference, color="gray", linestyle="--",
-                       label=f"finetune, mean over {len(finetune)} seeds")
+                       label=f"finetune, mean over {seeds_label(len(finetune))}")
         ax.set_xticks(range(len(xs)), [f"{v:g}" for v in xs])
         ax.set_xlabel({"alpha": "α (weight of the noisy-supervision loss)", "rho": "ρ₊ = ρ₋ (assumed noise rate)"}[name])
         ax.set_ylabel("validation accuracy % (selected epoch)")
@@ -497,7 +502,7 @@ def sweep(runs_dir, results_dir):
         fig.savefig(os.path.join(results_dir, f"sweep_{name}.png"), dpi=80)
     print(f"sweep {name}: " + ", ".join(f"{v:g}: {m:.2f}±{s:.2f}" for v, m, s, *_ in results))
     if finetune:
-        print(f"finetune reference: {reference:.2f} (mean over {len(finetune)} seeds)")
+        print(f"finetune reference: {reference:.2f} (mean over {seeds_label(len(finetune))})")
 
 
 def main(argv):
