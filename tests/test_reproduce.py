@@ -58,13 +58,14 @@ def test_tiny_campaign_every_arm_resume_and_skip(tmp_path):
         assert run["validation"] == "holdout"
         if r["arm"] == "baseline":  # the last epoch, which the arms fine-tune
             assert r["selection"] == "last epoch" and float(r["accuracy"]) == run["test_accuracy"]
+            assert int(r["selected_epoch"]) == run["epochs"]
             continue
         # Selected on the hold-out: the test accuracy logged at the best validation epoch.
         assert r["selection"] == "hold-out"
         epochs = _rows(os.path.join(ROOT, r["run"], "log.csv"))
         best = max(epochs, key=lambda e: float(e["val_accuracy"]))
         assert float(r["accuracy"]) == run["selected_test_accuracy"] == float(best["test_accuracy"])
-        assert run["selected_epoch"] == int(best["epoch"]) + 1
+        assert int(r["selected_epoch"]) == run["selected_epoch"] == int(best["epoch"]) + 1
         assert run["best_test_accuracy"] == max(float(e["test_accuracy"]) for e in epochs)
     with open(os.path.join(results, "results.md")) as f:
         table = f.read()
@@ -132,3 +133,22 @@ def test_tiny_sweep_writes_csv_and_figure(tmp_path):
     with open(tmp_path / "dorefa" / "seed0" / "finetune" / "metrics.json") as f:
         finetune = json.load(f)
     assert f"finetune reference: {100 * finetune['best_val_accuracy']:.2f} (mean over 1 seed)" in result.stdout
+
+
+def test_report_gives_a_baseline_its_last_epoch(tmp_path):
+    # A finished 3-epoch baseline whose hold-out peaked at epoch 2: the report must
+    # give its last epoch's test accuracy and say so, since the arms fine-tune that model.
+    out = tmp_path / "runs" / "dorefa" / "seed0" / "baseline"
+    out.mkdir(parents=True)
+    (out / "log.csv").write_text("epoch,ce,val_accuracy,test_accuracy\n0,1.0,0.5,0.45\n1,0.9,0.7,0.55\n2,0.8,0.6,0.6\n")
+    (out / "metrics.json").write_text(json.dumps(dict(
+        config=dict(seed=0), validation="holdout", epochs=3, wall_time_s=60.0, test_accuracy=0.6,
+        best_val_accuracy=0.7, selected_epoch=2, selected_test_accuracy=0.55, best_test_accuracy=0.6)))
+    result = subprocess.run(
+        [sys.executable, REPRODUCE, "--protocol", "tiny", "--dataset", "digits", "--arms", "baseline",
+         "--runs_dir", str(tmp_path / "runs"), "--results_dir", str(tmp_path / "results"), "--report_only"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (row,) = _rows(tmp_path / "results" / "results.csv")
+    assert (row["selection"], int(row["selected_epoch"]), float(row["accuracy"])) == ("last epoch", 3, 0.6)
+    assert "| dorefa | baseline | 1 | 60.00 ± 0.00 |" in (tmp_path / "results" / "results.md").read_text()

@@ -256,7 +256,8 @@ def run_row(out, last_epoch=False):
         seed=metrics["config"]["seed"],
         accuracy=selected if selected is not None else metrics["test_accuracy"],
         selection="hold-out" if selected is not None else "last epoch",
-        selected_epoch=metrics.get("selected_epoch"),
+        # The epoch `accuracy` comes from (1-based), so a baseline's is its last.
+        selected_epoch=metrics.get("selected_epoch") if selected is not None else metrics["epochs"],
         final_test_accuracy=metrics["test_accuracy"],
         best_test_accuracy=metrics.get("best_test_accuracy", metrics["best_val_accuracy"]),
         best_val_accuracy=metrics["best_val_accuracy"] if metrics.get("validation") == "holdout" else None,
