@@ -2,7 +2,7 @@
 # The issue-11 campaign: rerun to resume (finished runs are skipped).
 # Order: the arms (3 seeds), the alpha and rho sweeps, then the second baseline,
 # so the paired comparisons and sweeps arrive before the ~2 h seed-spread run.
-cd /work/main
+cd "$(dirname "$0")/../.."  # the repository root, wherever it is cloned
 R=".venv/bin/python train/reproduce.py --protocol short --runs_dir campaigns/short --results_dir docs/results"
 ARMS="baseline,finetune,lns,lns_no_noisy,lns_gated"
 $R --seeds 3 --arms $ARMS \
