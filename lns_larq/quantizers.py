@@ -137,12 +137,19 @@ def _bound_derivative(kind, z):
     return tf.cast(tf.abs(z) <= 1.0, z.dtype)
 
 
-def mapping_network(kind, filter_shape, width=2.0, decay=0.0, zero_last=False, name="mapping"):
+def mapping_network(kind, filter_shape, width=2.0, decay=0.0, zero_last=False, name="mapping",
+                    filters=None):
     r"""The mapping \(f_\theta\) of one layer, a Keras model from filters to filters.
 
     Input and output are batches of filters seen as images, `(n, kh, kw, c_in)`.
+    The hidden width is `width` times the input's size, times \(\max(1, n / c_{in})\)
+    for a layer of `filters` \(= n\) filters: one mapping fits all \(n\) filters of its
+    layer, so a conv that widens (\(n = 2c_{in}\), the stride-2 convs of ResNet)
+    gets the same capacity per filter as one that does not. With the hidden width
+    tied to \(c_{in}\) alone, those convs were the last to agree with their labels
+    in the warm start (`docs/design.md`).
 
-    - `"conv3"` (the paper's): three 3x3 convs, c -> wc -> wc -> c, padding "same",
+    - `"conv3"` (the paper's): three 3x3 convs, c -> hc -> hc -> c, padding "same",
       each hidden conv followed by `LayerNormalization` over the filter's axes and
       ReLU. The paper puts batch normalisation there; its batch would be the layer's
       filters, coupling them and behaving differently in training and inference.
@@ -160,6 +167,7 @@ def mapping_network(kind, filter_shape, width=2.0, decay=0.0, zero_last=False, n
     ```
     """
     kh, kw, c = (int(d) for d in filter_shape)
+    width = width * max(1.0, int(filters or c) / c)
     layers = tf.keras.layers
     reg = tf.keras.regularizers.L2(decay) if decay else None
     last_init = "zeros" if zero_last else "glorot_uniform"
@@ -264,7 +272,8 @@ class LNSQuantizer(lq.quantizers._BaseQuantizer):
         rho_pos: \(P(\tilde q=-1 \mid q=+1)\), see `lns_larq.losses.unbiased_mse`.
         rho_neg: \(P(\tilde q=+1 \mid q=-1)\); defaults to `rho_pos`.
         bound: `"tanh"` (default) or `"hardtanh"`.
-        width: Hidden width of the mapping relative to its input (paper: 2).
+        width: Hidden width of the mapping relative to its input (paper: 2), times
+            c_out / c_in where a conv widens (see `mapping_network`).
         decay: L2 weight decay on the mapping's kernels (0: none).
         gated: The gated form above instead of the paper's \(z = f_\theta(W_n)\).
         loss_input: `"preactivation"` (Eq. 15 on \(z\), default) or `"output"`
@@ -336,7 +345,8 @@ class LNSQuantizer(lq.quantizers._BaseQuantizer):
             )
         filter_shape = (1, 1, shape[0]) if shape.rank == 2 else shape[:3]
         self.network = mapping_network(
-            self.mapping, filter_shape, self.width, self.decay, zero_last=self.gated
+            self.mapping, filter_shape, self.width, self.decay, zero_last=self.gated,
+            filters=shape[-1],
         )
         if self.labels == "pretrained":
             self.pretrained_labels = self.add_weight(

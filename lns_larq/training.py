@@ -91,7 +91,8 @@ class TrainConfig:
     warmup_lr: float = 1e-3
     warmup_objective: str = "noisy"
     warmup_alpha: float = 1.0
-    warmup_agreement: float | None = None  # None: 1 - mean rho; 0: no early stop
+    warmup_agreement: float = 0.9999  # 0: no early stop; 1 - rho: the stop the controlled task rewards
+    warmup_layer_agreement: float = 0.999
     # BONN
     bonn_lambda: float = 1e-2
     bonn_theta: float = 1e-1
@@ -128,8 +129,9 @@ class TrainConfig:
             (self.warmup_epochs == 0 or method == "lns", f"warmup_epochs is for LNS models (*_lns), not {self.model!r}"),
             (self.warmup_lr > 0, f"warmup_lr must be > 0, got {self.warmup_lr}"),
             (self.warmup_alpha >= 0, f"warmup_alpha must be >= 0, got {self.warmup_alpha}"),
-            (self.warmup_agreement is None or 0 <= self.warmup_agreement <= 1,
-             f"warmup_agreement must be in [0, 1], got {self.warmup_agreement}"),
+            (0 <= self.warmup_agreement <= 1, f"warmup_agreement must be in [0, 1], got {self.warmup_agreement}"),
+            (0 <= self.warmup_layer_agreement <= 1,
+             f"warmup_layer_agreement must be in [0, 1], got {self.warmup_layer_agreement}"),
             (self.warmup_objective in WARMUP_OBJECTIVES, f"warmup_objective must be one of {WARMUP_OBJECTIVES}, got {self.warmup_objective!r}"),
             (self.epochs > 0 or self.pretrained, "epochs=0 evaluates a --pretrained model; give one, or epochs > 0"),
         ]

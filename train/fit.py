@@ -76,8 +76,12 @@ flags.DEFINE_float("warmup_lr", 1e-3, "Adam learning rate of the warm start.", l
 flags.DEFINE_enum("warmup_objective", "noisy", ["full", "noisy"],
                   "Warm-start loss: full (cross-entropy + warmup_alpha * aux) or noisy (warmup_alpha * aux only).")
 flags.DEFINE_float("warmup_alpha", 1.0, "Weight of the noisy-supervision loss in the warm start (also when --alpha 0).", lower_bound=0)
-flags.DEFINE_float("warmup_agreement", None, "Stop the warm start once this fraction of binary weights agrees with "
-                   "the noisy labels (default 1 - mean rho; 0: never).", lower_bound=0, upper_bound=1)
+flags.DEFINE_float("warmup_agreement", 0.9999, "Stop the warm start once this fraction of all binary weights agrees "
+                   "with the noisy labels, and --warmup_layer_agreement of every layer's (0: never; 1 - rho, "
+                   "e.g. 0.995 with --warmup_layer_agreement 0: the stop the controlled task rewards).",
+                   lower_bound=0, upper_bound=1)
+flags.DEFINE_float("warmup_layer_agreement", 0.999, "The agreement every LNS layer must reach before the warm start "
+                   "stops (0: no per-layer condition).", lower_bound=0, upper_bound=1)
 # BONN (models named *_bonn; see docs/bonn.md for the scale convention)
 flags.DEFINE_float("bonn_lambda", 1e-2, "BONN kernel-loss weight: lambda/2 * sum over binary convs of the per-weight mean Bayesian kernel loss.", lower_bound=0)
 flags.DEFINE_float("bonn_theta", 1e-1, "BONN feature-loss weight: theta/2 * the per-sample, per-dimension mean Bayesian feature loss.", lower_bound=0)
@@ -114,7 +118,7 @@ def lns_config_from_flags():
         gated=FLAGS.gated, loss_input=FLAGS.loss_input, labels=FLAGS.labels,
         warmup_epochs=FLAGS.warmup_epochs, warmup_lr=FLAGS.warmup_lr,
         warmup_objective=FLAGS.warmup_objective, warmup_alpha=FLAGS.warmup_alpha,
-        warmup_agreement=FLAGS.warmup_agreement,
+        warmup_agreement=FLAGS.warmup_agreement, warmup_layer_agreement=FLAGS.warmup_layer_agreement,
     )
 
 
