@@ -91,8 +91,8 @@ class TrainConfig:
     warmup_lr: float = 1e-3
     warmup_objective: str = "noisy"
     warmup_alpha: float = 1.0
-    warmup_agreement: float = 0.9999  # 0: no early stop; 1 - rho: the stop the controlled task rewards
-    warmup_layer_agreement: float = 0.999
+    warmup_agreement: float = 1.0  # 0: no early stop; 1 - rho: the stop the controlled task rewards
+    warmup_layer_agreement: float = 1.0
     # BONN
     bonn_lambda: float = 1e-2
     bonn_theta: float = 1e-1
