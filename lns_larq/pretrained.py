@@ -43,6 +43,8 @@ class Pretrained:
         first_1000_accuracy: Top-1 accuracy on its first 1,000 test images.
         data: The data trained and tested on.
         command: The command that produced the weights.
+        holdout_accuracy: Top-1 accuracy on the training images the run held out
+            to select its epoch (a fraction), or None without a hold-out.
     """
 
     file: str
@@ -52,6 +54,7 @@ class Pretrained:
     first_1000_accuracy: float
     data: str
     command: str
+    holdout_accuracy: float | None = None
 
     @property
     def path(self):
@@ -138,14 +141,15 @@ def preprocess(images):
     return ((np.asarray(images, np.float32) - np.float32(CIFAR10_JPEG_MEAN)) / np.float32(CIFAR10_JPEG_STD))
 
 
-def save(model, name, weights, quantizer, images, labels, data, command, directory=WEIGHTS_DIR):
+def save(model, name, weights, quantizer, images, labels, data, command, directory=WEIGHTS_DIR, holdout=None):
     """Ship `model`'s inference weights as `get(name, weights=weights)`.
 
     A method variant (LNS) is baked first, so the file holds the base
     architecture's weights; `quantizer` is the model's weight quantizer
     (`"dorefa"`, `"xnor"`, `"binarynet"`), an option the weights need. The file is checked by loading it into a fresh base
     model, whose accuracy on `images` (uint8) and `labels` is what the manifest
-    states, over all of them and over the first 1,000.
+    states, over all of them and over the first 1,000; and on `holdout`, the
+    `(images, labels)` the run held out, if given.
 
     # Returns
         The `Pretrained` entry written to `directory/manifest.json`.
@@ -162,12 +166,17 @@ def save(model, name, weights, quantizer, images, labels, data, command, directo
     model.save_weights(path)
     fresh = models.get(base, quantizer=quantizer)
     fresh.load_weights(path)
-    predictions = np.argmax(fresh.predict(preprocess(images), batch_size=500, verbose=0), axis=-1)
-    correct = predictions == np.asarray(labels).reshape(-1)
+
+    def correct(x, y):
+        predictions = np.argmax(fresh.predict(preprocess(x), batch_size=500, verbose=0), axis=-1)
+        return predictions == np.asarray(y).reshape(-1)
+
+    test = correct(images, labels)
     item = Pretrained(
         file=file, sha256=sha256(path), options=dict(quantizer=quantizer),
-        test_accuracy=float(correct.mean()), first_1000_accuracy=float(correct[:1000].mean()),
+        test_accuracy=float(test.mean()), first_1000_accuracy=float(test[:1000].mean()),
         data=data, command=command,
+        holdout_accuracy=None if holdout is None else float(correct(*holdout).mean()),
     )
     manifest = _read_manifest(directory)
     manifest[_key(name, weights)] = dataclasses.asdict(item)
@@ -189,14 +198,15 @@ def _write_readme(directory, manifest):
         "`lns_larq.models.get(name, weights=...)`, which checks each file's SHA-256 "
         "(`lns_larq/pretrained.py`). Inputs: `lns_larq.pretrained.preprocess(uint8_images)`.",
         "",
-        "| model | weights | file | test accuracy % | first 1,000 test images % | data | command |",
-        "|---|---|---|---|---|---|---|",
+        "| model | weights | file | test accuracy % | hold-out accuracy % | first 1,000 test images % | data | command |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for key, item in sorted(manifest.items()):
         name, weights = key.split("/")
         lines.append(
             f"| `{name}` | `{weights}` | `{item['file']}` | {100 * item['test_accuracy']:.2f} | "
-            f"{100 * item['first_1000_accuracy']:.1f} | {item['data']} | `{item['command']}` |"
+            + (f"{100 * item['holdout_accuracy']:.2f}" if item.get("holdout_accuracy") is not None else "–")
+            + f" | {100 * item['first_1000_accuracy']:.1f} | {item['data']} | `{item['command']}` |"
         )
     with open(os.path.join(directory, "README.md"), "w") as f:
         f.write("\n".join(lines) + "\n")

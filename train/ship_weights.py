@@ -55,13 +55,18 @@ def main(argv):
     held_out = config.get("validation_size", 0)
     description = (f"CIFAR-10, JPEG q75 copy ({os.path.basename(FLAGS.data_path)})"
                    + (f", {held_out} training images held out" if held_out else ""))
+    # The images the run held out to select its epoch (the same for every seed).
+    holdout = data.split_validation(arrays, held_out)[1] if held_out else None
     item = pretrained.save(
         model, FLAGS.name, FLAGS.weights, config["quantizer"], arrays.x_test, arrays.y_test,
         data=description, command=_relative(metrics["command"]) + f"  # {FLAGS.checkpoint}",
+        holdout=holdout,
     )
     print(f"{FLAGS.name} (weights={FLAGS.weights!r}): {item.file}, "
           f"{os.path.getsize(item.path) / 1024:.0f} KiB, test accuracy {100 * item.test_accuracy:.2f} % "
-          f"(first 1,000: {100 * item.first_1000_accuracy:.1f} %); the run's own figures: last epoch "
+          f"(first 1,000: {100 * item.first_1000_accuracy:.1f} %)"
+          + (f", hold-out {100 * item.holdout_accuracy:.2f} %" if item.holdout_accuracy is not None else "")
+          + f"; the run's own figures: last epoch "
           f"{100 * metrics['test_accuracy']:.2f} %"
           + (f", hold-out-selected {100 * selected:.2f} %" if (selected := metrics.get("selected_test_accuracy")) else ""))
 
