@@ -283,7 +283,7 @@ class LNSQuantizer(lq.quantizers._BaseQuantizer):
 
     # References
         - [Training Binary Neural Networks through Learning with Noisy
-          Supervision](https://arxiv.org/abs/2010.04239), Han et al., ICML 2020.
+          Supervision](https://arxiv.org/abs/2010.04871), Han et al., ICML 2020.
     """
 
     precision = 1
