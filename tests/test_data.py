@@ -1,10 +1,17 @@
 import os
 import pickle
+import socket
+import subprocess
+import sys
+import threading
+import time
 
 import numpy as np
 import pytest
 
 from lns_larq import data
+
+from .conftest import ROOT
 
 
 def _arrays(n_train=20, n_test=10, seed=0):
@@ -136,3 +143,99 @@ def test_hold_out_is_the_same_for_every_seed():
         held[seed], trained = ids(val), ids(train)
         assert len(held[seed]) == 20 and len(trained) == 40 and not held[seed] & trained
     assert held[0] == held[1] == held[5]
+
+
+# Offline CIFAR-10 download: the resolver is patched, no test touches the network.
+
+OFFLINE_ERROR = (
+    "CIFAR-10 could not be downloaded (no connection to www.cs.toronto.edu within 5 s); pass "
+    "--data_path (an .npz or cifar-10-batches-py folder) or --data_dir with a prepared copy."
+)
+
+
+@pytest.fixture
+def no_proxy(monkeypatch):
+    for name in ("https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def _no_name_resolves(*args, **kwargs):
+    raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+
+def _tfds_must_not_download(monkeypatch):
+    import tensorflow_datasets as tfds
+
+    def download(*args, **kwargs):
+        pytest.fail("tensorflow-datasets was asked to download CIFAR-10")
+
+    monkeypatch.setattr(tfds, "load", download)
+
+
+def test_offline_cifar10_download_fails_at_once_in_one_line(tmp_path, monkeypatch, no_proxy):
+    monkeypatch.setattr(socket, "getaddrinfo", _no_name_resolves)
+    _tfds_must_not_download(monkeypatch)
+    start = time.perf_counter()
+    with pytest.raises(data.DataError) as error:
+        data.load("cifar10", data_dir=str(tmp_path / "tfds"))
+    assert str(error.value) == OFFLINE_ERROR
+    assert time.perf_counter() - start < 2.0  # no waiting on a name that cannot resolve
+
+
+def test_a_resolver_that_hangs_is_given_up_after_the_timeout(tmp_path, monkeypatch, no_proxy):
+    released = threading.Event()
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: released.wait(60) and [])
+    monkeypatch.setattr(data, "DOWNLOAD_CHECK_TIMEOUT_S", 0.5)
+    _tfds_must_not_download(monkeypatch)
+    start = time.perf_counter()
+    try:
+        with pytest.raises(data.DataError, match=r"could not be downloaded .* within 0\.5 s"):
+            data.load("cifar10", data_dir=str(tmp_path / "tfds"))
+        assert 0.5 <= time.perf_counter() - start < 5.0
+    finally:
+        released.set()
+
+
+def test_reachable_connects_with_a_timeout(no_proxy):
+    """`reachable` on local sockets: a listening port answers, a closed one does not."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        port = server.getsockname()[1]
+        assert data.reachable("127.0.0.1", port, timeout=2.0)
+    assert not data.reachable("127.0.0.1", port, timeout=2.0)  # closed: refused
+
+
+def test_a_prepared_copy_is_loaded_without_the_check(tmp_path, monkeypatch):
+    import tensorflow_datasets as tfds
+
+    data_dir = str(tmp_path / "tfds")
+    builder = tfds.builder("cifar10", data_dir=data_dir)  # a prepared copy's folder and info
+    builder.data_path.mkdir(parents=True)
+    builder.info.write_to_directory(builder.data_path)
+    monkeypatch.setattr(data, "reachable", lambda *a, **k: pytest.fail("checked the network"))
+    x_train, y_train, x_test, y_test = _arrays()
+    monkeypatch.setattr(tfds, "load", lambda *a, **k: "splits")
+    monkeypatch.setattr(tfds, "as_numpy", lambda splits: [(x_train, y_train), (x_test, y_test)])
+    arrays = data.load("cifar10", data_dir=data_dir)
+    np.testing.assert_array_equal(arrays.x_test, x_test)
+
+
+def test_fit_offline_stops_within_seconds_with_one_line(tmp_path):
+    """`train/fit.py --model resnet20 --epochs 1` without --data_path, the name
+    resolver failing as it does offline: one line, no traceback, no download."""
+    code = (
+        "import runpy, socket, sys\n"
+        "def offline(*args, **kwargs):\n"
+        "    raise socket.gaierror(socket.EAI_NONAME, 'Name or service not known')\n"
+        "socket.getaddrinfo = offline\n"
+        f"sys.argv = ['fit.py', '--model', 'resnet20', '--epochs', '1', '--data_dir', {str(tmp_path / 'tfds')!r},"
+        f" '--output_dir', {str(tmp_path / 'run')!r}]\n"
+        f"runpy.run_path({os.path.join(ROOT, 'train', 'fit.py')!r}, run_name='__main__')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k.lower() not in ("https_proxy", "all_proxy")}
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1] == "fit.py: error: " + OFFLINE_ERROR, result.stderr[-3000:]
