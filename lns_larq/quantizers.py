@@ -19,13 +19,16 @@ import larq as lq
 import tensorflow as tf
 from larq import utils
 
+from lns_larq.keras_utils import all_layers
 from lns_larq.losses import check_noise_rates, unbiased_mse
 
 __all__ = [
     "DoReFaSign",
     "LNSQuantizer",
     "WEIGHT_QUANTIZERS",
+    "lns_layers",
     "mapping_network",
+    "quantized_kernel",
     "scale_kind",
     "weight_scale",
 ]
@@ -451,3 +454,11 @@ def quantized_kernel(layer):
     if isinstance(quantizer, LNSQuantizer):
         return quantizer(latent, training=False)
     return quantizer(latent)
+
+
+def lns_layers(model):
+    """The layers of `model` whose kernel quantizer is an `LNSQuantizer`."""
+    return [
+        layer for layer in all_layers(model)
+        if isinstance(getattr(layer, "kernel_quantizer", None), LNSQuantizer)
+    ]

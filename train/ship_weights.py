@@ -8,7 +8,7 @@ selected) and `metrics.json` (its quantizer and command),
 bakes an LNS model into its inference network, writes
 `lns_larq/weights/<name>_<weights>.weights.h5` and its entry in
 `lns_larq/weights/manifest.json` (SHA-256, test accuracy on the whole test split
-and on its first 1,000 images, data, command). See `lns_larq/pretrained.py`.
+and on its first 1,000 images, data, command). See `lns_larq/shipping.py`.
 """
 
 import json
@@ -38,7 +38,7 @@ def _relative(command):
 def main(argv):
     if len(argv) > 1:
         sys.exit(f"ship_weights.py: error: unexpected arguments {argv[1:]}")
-    from lns_larq import data, export, models, pretrained
+    from lns_larq import data, export, models, shipping
 
     metrics_path = os.path.join(FLAGS.run, "metrics.json")
     if not os.path.exists(metrics_path):
@@ -57,7 +57,7 @@ def main(argv):
                    + (f", {held_out} training images held out" if held_out else ""))
     # The images the run held out to select its epoch (the same for every seed).
     holdout = data.split_validation(arrays, held_out)[1] if held_out else None
-    item = pretrained.save(
+    item = shipping.save(
         model, FLAGS.name, FLAGS.weights, config["quantizer"], arrays.x_test, arrays.y_test,
         data=description, command=_relative(metrics["command"]) + f"  # {FLAGS.checkpoint}",
         holdout=holdout,
