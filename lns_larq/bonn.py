@@ -114,12 +114,12 @@ import numpy as np
 import tensorflow as tf
 from larq import utils
 
-from lns_larq import models
 from lns_larq.keras_utils import all_layers, check_binarized_layers_convertible, clone_nested, copy_weights
 from lns_larq.keras_utils import is_binarized_conv
-from lns_larq.methods import Method
+from lns_larq.methods import Method, Option, register
 
 __all__ = [
+    "BONN",
     "BONN_OPTIONS",
     "BONNModel",
     "BayesianKernelLoss",
@@ -131,10 +131,20 @@ __all__ = [
     "kernel_priors",
 ]
 
-BONN_OPTIONS = frozenset({"bonn_lambda", "bonn_theta", "bonn_nu"})
 DEFAULT_LAMBDA = 1e-2
 DEFAULT_THETA = 1e-1
 DEFAULT_NU = 1.0
+# BONN's options: the keyword arguments of `bonnify`, which `<model>_bonn`,
+# `TrainConfig` and `train/fit.py` take under these names (docs/bonn.md: the scale).
+BONN_OPTIONS = (
+    Option("bonn_lambda", DEFAULT_LAMBDA, "BONN kernel-loss weight: lambda/2 * sum over binary convs of the "
+           "per-weight mean Bayesian kernel loss.", lower=0),
+    Option("bonn_theta", DEFAULT_THETA, "BONN feature-loss weight: theta/2 * the per-sample, per-dimension mean "
+           "Bayesian feature loss.", lower=0),
+    Option("bonn_nu", DEFAULT_NU, "BONN nu: weight of the mixture-prior and log-det terms of the kernel loss.",
+           lower=0),
+)
+_OPTION = {option.name: option for option in BONN_OPTIONS}
 MIN_VARIANCE = 1e-4
 # Substring of every BONN parameter's name: excluded from decoupled weight decay.
 PARAMETER_PREFIX = "bonn_"
@@ -236,10 +246,8 @@ class BayesianKernelLoss(tf.keras.layers.Layer, tf.keras.regularizers.Regularize
     """
 
     def __init__(self, bonn_lambda=DEFAULT_LAMBDA, bonn_nu=DEFAULT_NU, min_variance=MIN_VARIANCE, **kwargs):
-        if not bonn_lambda >= 0:
-            raise ValueError(f"bonn_lambda must be >= 0, got {bonn_lambda!r}.")
-        if not bonn_nu >= 0:
-            raise ValueError(f"bonn_nu must be >= 0, got {bonn_nu!r}.")
+        _OPTION["bonn_lambda"].check(bonn_lambda)
+        _OPTION["bonn_nu"].check(bonn_nu)
         if not min_variance > 0:
             raise ValueError(f"min_variance must be > 0, got {min_variance!r}.")
         super().__init__(**kwargs)
@@ -394,8 +402,7 @@ class BONNModel(tf.keras.Model):
 
     def __init__(self, inputs, outputs, bonn_theta=DEFAULT_THETA, classifier=None,
                  min_variance=MIN_VARIANCE, name=None, **kwargs):
-        if not bonn_theta >= 0:
-            raise ValueError(f"bonn_theta must be >= 0, got {bonn_theta!r}.")
+        _OPTION["bonn_theta"].check(bonn_theta)
         if not min_variance > 0:
             raise ValueError(f"min_variance must be > 0, got {min_variance!r}.")
         super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
@@ -586,8 +593,7 @@ def bonnify(model, bonn_lambda=DEFAULT_LAMBDA, bonn_theta=DEFAULT_THETA, bonn_nu
             binarized conv already has a kernel regulariser, or a weight is negative.
     """
     BayesianKernelLoss(bonn_lambda, bonn_nu)  # validate before cloning
-    if not bonn_theta >= 0:
-        raise ValueError(f"bonn_theta must be >= 0, got {bonn_theta!r}.")
+    _OPTION["bonn_theta"].check(bonn_theta)
     binarized = [layer for layer in all_layers(model) if is_binarized_conv(layer)]
     if not binarized:
         raise ValueError(
@@ -616,23 +622,18 @@ def bonnify(model, bonn_lambda=DEFAULT_LAMBDA, bonn_theta=DEFAULT_THETA, bonn_nu
     return bonn
 
 
+@register
 class BONN(Method):
-    """BONN as a training method (`<model>_bonn`): `bonnify`, and before `fit` the
-    prior and class centres start from the loaded weights and ten training batches."""
+    """BONN as a training method (`<model>_bonn`): `bonnify` with the options of
+    `BONN_OPTIONS`, and before `fit` the prior and class centres start from the loaded
+    weights and ten training batches (`initialize_state`)."""
 
+    name = "BONN"
     suffix = "bonn"
-    config_fields = {name: name for name in BONN_OPTIONS}
+    options = BONN_OPTIONS
 
     def wrap(self, model, **options):
         return bonnify(model, **options)
 
-    def validate(self, config):
-        BayesianKernelLoss(config.bonn_lambda, config.bonn_nu)
-        if not config.bonn_theta >= 0:
-            raise ValueError(f"bonn_theta must be >= 0, got {config.bonn_theta}")
-
     def prepare(self, run):
         initialize_state(run.model, run.train, max_batches=10)
-
-
-models.register_method(BONN())

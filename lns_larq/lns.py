@@ -12,16 +12,10 @@ import tensorflow as tf
 from lns_larq.callbacks import LayerLog
 from lns_larq.keras_utils import all_layers, check_binarized_layers_convertible, clone_nested, copy_weights
 from lns_larq.keras_utils import is_binarized_conv
-from lns_larq.methods import Method
-from lns_larq.quantizers import LNSQuantizer, lns_layers, scale_kind
+from lns_larq.methods import Method, Option, register
+from lns_larq.quantizers import LNS_OPTIONS, LNSQuantizer, lns_layers, scale_kind
 
 _logger = logging.getLogger(__name__)
-
-LNS_OPTIONS = frozenset({
-    "mapping", "alpha", "rho_pos", "rho_neg", "bound", "width", "decay", "gated",
-    "loss_input", "labels",
-})
-
 
 def lnsify(model, keep=(), **quantizer_options):
     """A copy of `model` with every binarized conv's kernel quantizer an `LNSQuantizer`.
@@ -44,17 +38,19 @@ def lnsify(model, keep=(), **quantizer_options):
         model: A functional or sequential Keras model with Larq layers.
         keep: Names of binarized layers that are not `QuantConv2D`s (a binary
             `QuantDense`, a depthwise conv) to leave with their own quantizer.
-        **quantizer_options: `LNSQuantizer` arguments except `scale` (mapping,
-            alpha, rho_pos, rho_neg, bound, width, decay, gated, loss_input, labels).
+        **quantizer_options: LNS's options, `LNSQuantizer` arguments except `scale`
+            (`lns_larq.quantizers.LNS_OPTIONS`: mapping, alpha, rho_pos, rho_neg,
+            bound, width, decay, gated, loss_input, labels).
 
     # Raises
         ValueError: if `model` has no binarized `QuantConv2D`, has a binarized layer
             LNS cannot map that is not in `keep` (named in the message), or an
             unknown option is given.
     """
-    unknown = set(quantizer_options) - LNS_OPTIONS
+    valid = {option.name for option in LNS_OPTIONS}
+    unknown = set(quantizer_options) - valid
     if unknown:
-        raise ValueError(f"Unknown LNS options {sorted(unknown)}; valid: {sorted(LNS_OPTIONS)}.")
+        raise ValueError(f"Unknown LNS options {sorted(unknown)}; valid: {sorted(valid)}.")
     LNSQuantizer(**quantizer_options)  # validate before cloning
     if not any(is_binarized_conv(layer) for layer in all_layers(model)):
         raise ValueError(
@@ -382,27 +378,47 @@ def lns_state(model):
     return {"aux_loss": aux, "agreement": agreement(model)}
 
 
+# The settings of the warm start, which `LNS.prepare` runs.
+WARM_START_OPTIONS = (
+    Option("warmup_epochs", 0, "Epochs training only the mapping networks before fine-tuning (the warm start's "
+           "step cap; 0: no warm start).", lower=0, wrap=False, exclusive=True),
+    Option("warmup_lr", 1e-3, "Adam learning rate of the warm start.", above=0, wrap=False),
+    Option("warmup_objective", "noisy", "Warm-start loss: full (cross-entropy + warmup_alpha * aux) or noisy "
+           "(warmup_alpha * aux only).", choices=("noisy", "full"), wrap=False),
+    Option("warmup_alpha", 1.0, "Weight of the noisy-supervision loss in the warm start (also when alpha is 0).",
+           lower=0, wrap=False),
+    Option("warmup_agreement", WARM_START_AGREEMENT, "Stop the warm start once this fraction of all binary "
+           "weights agrees with the noisy labels, and warmup_layer_agreement of every layer's (0: never; 1 - rho, "
+           "e.g. 0.995 with warmup_layer_agreement 0: the stop the controlled task rewards).",
+           lower=0, upper=1, wrap=False),
+    Option("warmup_layer_agreement", WARM_START_LAYER_AGREEMENT, "The agreement every LNS layer must reach "
+           "before the warm start stops (0: no per-layer condition).", lower=0, upper=1, wrap=False),
+)
+
+
+@register
 class LNS(Method):
     """LNS as a training method (`<model>_lns`).
 
+    - options: LNS's (`LNS_OPTIONS`, `wrap`'s) and the warm start's
+      (`WARM_START_OPTIONS`); the flag `--rho` sets both noise rates.
     - `wrap`: `lnsify` with the config's LNS options.
     - `prepare`: freezes the noisy labels of the loaded weights, then warm-starts the
       random mappings (`warm_start`) for `warmup_epochs`, Adam at `warmup_lr`, on the
       noisy loss at `warmup_alpha` (plus the cross-entropy with
       `warmup_objective="full"`), stopping once the agreement with the labels reaches
       `warmup_agreement` overall and `warmup_layer_agreement` in every layer (by
-      default, once the mapped network reproduces the pretrained one). Its report (agreement, per-layer disagreement, test
-      accuracy before and after) goes to `warmup.json` and `metrics.json`; the
-      mapping weights to `warmup.weights.h5`, so a resumed run skips the warm start.
+      default, once the mapped network reproduces the pretrained one). Its report
+      (agreement, per-layer disagreement, test accuracy before and after) goes to
+      `warmup.json` and `metrics.json`; the mapping weights to `warmup.weights.h5`, so
+      a resumed run skips the warm start.
     - `callbacks`: `LNSMonitor`, its per-layer figures in `layers.csv`.
     """
 
+    name = "LNS"
     suffix = "lns"
-    config_fields = {
-        "alpha": "alpha", "rho_pos": "rho_pos", "rho_neg": "rho_neg", "mapping": "mapping",
-        "bound": "bound", "width": "mapping_width", "decay": "mapping_decay", "gated": "gated",
-        "loss_input": "loss_input", "labels": "labels",
-    }
+    options = (*LNS_OPTIONS, *WARM_START_OPTIONS)
+    shorthands = (Option("rho", 0.005, "Symmetric noise rate: rho_pos = rho_neg = rho.", lower=0),)
 
     def wrap(self, model, **options):
         return lnsify(model, **options)

@@ -21,10 +21,12 @@ from larq import utils
 
 from lns_larq.keras_utils import all_layers
 from lns_larq.losses import check_noise_rates, unbiased_mse
+from lns_larq.methods import Option
 
 __all__ = [
     "DoReFaSign",
     "LNSQuantizer",
+    "LNS_OPTIONS",
     "WEIGHT_QUANTIZERS",
     "lns_layers",
     "mapping_network",
@@ -203,6 +205,30 @@ def mapping_network(kind, filter_shape, width=2.0, decay=0.0, zero_last=False, n
     return net
 
 
+# LNS's options: the keyword arguments of `LNSQuantizer` besides `scale`, which
+# `lnsify`, `<model>_lns`, `TrainConfig` and `train/fit.py` take under these names.
+LNS_OPTIONS = (
+    Option("mapping", "conv3", "Mapping network f_theta: conv3 (the paper's), mlp or linear.",
+           choices=("conv3", "mlp", "linear")),
+    Option("alpha", 1.0, "Weight of the noisy-supervision loss (Eq. 21); 0 is the 'w/o noisy supervision' "
+           "ablation.", lower=0),
+    Option("rho_pos", 0.005, "rho(+1) = P(label -1 | true +1).", lower=0, shorthand="rho"),
+    Option("rho_neg", None, "rho(-1) = P(label +1 | true -1); default rho_pos.", type=float, lower=0,
+           shorthand="rho"),
+    Option("bound", "tanh", "Output bound of the mapping.", choices=("tanh", "hardtanh")),
+    Option("width", 2.0, "Hidden width of the mapping relative to its input (paper: 2), times c_out / c_in "
+           "where a conv widens.", above=0, aliases=("mapping_width",)),
+    Option("decay", 0.0, "L2 weight decay on the mapping's kernels (theta).", lower=0,
+           aliases=("mapping_decay",)),
+    Option("gated", False, "Gated mapping z = W_n (1 + f(W_n)), its last layer at zero, instead of "
+           "z = f(W_n)."),
+    Option("loss_input", "preactivation", "Eq. 15 on the mapping's pre-activation z (keeps both gradients) "
+           "or on its bounded output.", choices=("preactivation", "output")),
+    Option("labels", "current", "Noisy labels: sign of the current latent weights (Algorithm 1) or of the "
+           "pretrained ones, frozen.", choices=("current", "pretrained")),
+)
+
+
 @utils.register_alias("lns")
 @utils.register_keras_custom_object
 class LNSQuantizer(lq.quantizers._BaseQuantizer):
@@ -268,8 +294,10 @@ class LNSQuantizer(lq.quantizers._BaseQuantizer):
     ```
 
     # Arguments
-        mapping: `"conv3"` (paper), `"mlp"` or `"linear"` (see `mapping_network`).
         scale: `"layer"` (DoReFa), `"channel"` (XNOR) or `None` (BinaryNet).
+        **options: LNS's options, declared with their defaults and valid values in
+            `LNS_OPTIONS`:
+        mapping: `"conv3"` (paper), `"mlp"` or `"linear"` (see `mapping_network`).
         alpha: Weight of the auxiliary loss; 0 adds none (the "w/o noisy
             supervision" ablation).
         rho_pos: \(P(\tilde q=-1 \mid q=+1)\), see `lns_larq.losses.unbiased_mse`.
@@ -284,58 +312,28 @@ class LNSQuantizer(lq.quantizers._BaseQuantizer):
         labels: `"current"` or `"pretrained"`, see above.
         metrics: Larq quantizer metrics, e.g. `["flip_ratio"]`.
 
+    # Raises
+        ValueError: for an invalid option, naming it and its valid values.
+
     # References
         - [Training Binary Neural Networks through Learning with Noisy
           Supervision](https://arxiv.org/abs/2010.04871), Han et al., ICML 2020.
     """
 
     precision = 1
-    MAPPINGS = ("conv3", "mlp", "linear")
-    BOUNDS = ("tanh", "hardtanh")
-    LOSS_INPUTS = ("preactivation", "output")
-    LABELS = ("current", "pretrained")
 
-    def __init__(
-        self,
-        mapping="conv3",
-        scale="layer",
-        alpha=1.0,
-        rho_pos=0.005,
-        rho_neg=None,
-        bound="tanh",
-        width=2.0,
-        decay=0.0,
-        gated=False,
-        loss_input="preactivation",
-        labels="current",
-        **kwargs,
-    ):
-        for name, value, choices in (
-            ("mapping", mapping, self.MAPPINGS), ("scale", scale, SCALE_KINDS),
-            ("bound", bound, self.BOUNDS), ("loss_input", loss_input, self.LOSS_INPUTS),
-            ("labels", labels, self.LABELS),
-        ):
-            if value not in choices:
-                raise ValueError(f"{name} must be one of {choices}, got {value!r}.")
-        if not alpha >= 0:
-            raise ValueError(f"alpha must be >= 0, got {alpha!r}.")
-        if not width > 0:
-            raise ValueError(f"width must be > 0, got {width!r}.")
-        if not decay >= 0:
-            raise ValueError(f"decay must be >= 0, got {decay!r}.")
-        rho_neg = rho_pos if rho_neg is None else rho_neg
-        check_noise_rates(rho_pos, rho_neg)
-        self.mapping = mapping
+    def __init__(self, scale="layer", **kwargs):
+        options = {option.name: kwargs.pop(option.name, option.default) for option in LNS_OPTIONS}
+        if scale not in SCALE_KINDS:
+            raise ValueError(f"scale must be one of {SCALE_KINDS}, got {scale!r}.")
+        for option in LNS_OPTIONS:
+            option.check(options[option.name])
+        if options["rho_neg"] is None:
+            options["rho_neg"] = options["rho_pos"]
+        check_noise_rates(options["rho_pos"], options["rho_neg"])
+        for option in LNS_OPTIONS:
+            setattr(self, option.name, option.value_type(options[option.name]))
         self.scale = scale
-        self.alpha = float(alpha)
-        self.rho_pos = float(rho_pos)
-        self.rho_neg = float(rho_neg)
-        self.bound = bound
-        self.width = float(width)
-        self.decay = float(decay)
-        self.gated = bool(gated)
-        self.loss_input = loss_input
-        self.labels = labels
         self.use_labels = False  # see lns_larq.lns.labels_as_weights
         super().__init__(**kwargs)
 
@@ -431,17 +429,8 @@ class LNSQuantizer(lq.quantizers._BaseQuantizer):
     def get_config(self):
         return {
             **super().get_config(),
-            "mapping": self.mapping,
             "scale": self.scale,
-            "alpha": self.alpha,
-            "rho_pos": self.rho_pos,
-            "rho_neg": self.rho_neg,
-            "bound": self.bound,
-            "width": self.width,
-            "decay": self.decay,
-            "gated": self.gated,
-            "loss_input": self.loss_input,
-            "labels": self.labels,
+            **{option.name: getattr(self, option.name) for option in LNS_OPTIONS},
         }
 
 

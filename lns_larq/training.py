@@ -30,18 +30,18 @@ import os
 import shutil
 import tempfile
 import time
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
 from lns_larq import callbacks as lns_callbacks
-from lns_larq import data, distribute, imagenet, models
+from lns_larq import data, distribute, imagenet, methods, models
 from lns_larq.keras_utils import all_layers, copy_weights, is_binarized_conv
 from lns_larq.methods import Run
 from lns_larq.quantizers import WEIGHT_QUANTIZERS, scale_kind
 
 OPTIMIZERS = ("sgd", "adam")
-WARMUP_OBJECTIVES = ("noisy", "full")
 LR_SCHEDULES = ("constant", "step", "cosine")
 DATASETS = (*data.DATASETS, imagenet.NAME)
 
@@ -50,9 +50,21 @@ class ConfigError(ValueError):
     """An invalid setting or input file, reported before any training starts."""
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(init=False, repr=False, eq=False)
 class TrainConfig:
-    """Everything a run needs; `train/fit.py`'s flags map onto these fields."""
+    """Everything a run needs: the trainer's settings (the fields below) and, as
+    attributes alike, every option of every registered method (`lns_larq.methods`:
+    LNS's `alpha`, `rho_pos`, ..., `warmup_epochs`; BONN's `bonn_lambda`, ...), at the
+    option's default unless given. `train/fit.py`'s flags map onto all of them.
+
+    ```python
+    config = TrainConfig(model="resnet20_lns", pretrained="runs/base/model.keras", alpha=1.0, warmup_epochs=1)
+    config.rho_pos  # 0.005, LNS's default
+    ```
+
+    # Raises
+        TypeError: for a setting that is neither a field nor a registered method's option.
+    """
 
     model: str = "resnet20"
     quantizer: str = "dorefa"
@@ -76,30 +88,29 @@ class TrainConfig:
     steps_per_epoch: int = 0
     train_subset: int = 0
     validation_size: int = 0
-    # LNS
-    alpha: float = 1.0
-    rho_pos: float = 0.005
-    rho_neg: float | None = None
-    mapping: str = "conv3"
-    bound: str = "tanh"
-    mapping_width: float = 2.0
-    mapping_decay: float = 0.0
-    gated: bool = False
-    loss_input: str = "preactivation"
-    labels: str = "current"
-    warmup_epochs: int = 0
-    warmup_lr: float = 1e-3
-    warmup_objective: str = "noisy"
-    warmup_alpha: float = 1.0
-    warmup_agreement: float = 1.0  # 0: no early stop; 1 - rho: the stop the controlled task rewards
-    warmup_layer_agreement: float = 1.0
-    # BONN
-    bonn_lambda: float = 1e-2
-    bonn_theta: float = 1e-1
-    bonn_nu: float = 1.0
     verbose: int = 1
     overwrite: bool = False
     command: str = ""
+
+    def __init__(self, **settings: Any) -> None:
+        defaults = {field.name: field.default for field in dataclasses.fields(self)}
+        defaults.update({option.name: option.default for _, option in methods.all_options()})
+        unknown = sorted(set(settings) - set(defaults))
+        if unknown:
+            raise TypeError(f"TrainConfig has no setting {', '.join(map(repr, unknown))}; "
+                            "settings are its fields and the options of the registered methods.")
+        for name, default in defaults.items():
+            setattr(self, name, settings.get(name, default))
+
+    def as_dict(self) -> dict:
+        """Every setting by name, the methods' options included."""
+        return dict(vars(self))
+
+    def __eq__(self, other):
+        return type(other) is type(self) and vars(other) == vars(self)
+
+    def __repr__(self):
+        return f"TrainConfig({', '.join(f'{name}={value!r}' for name, value in vars(self).items())})"
 
     def validate(self):
         """Raise `ConfigError` naming the first invalid setting."""
@@ -125,19 +136,19 @@ class TrainConfig:
             (self.steps_per_epoch >= 0, f"steps_per_epoch must be >= 0, got {self.steps_per_epoch}"),
             (self.train_subset >= 0, f"train_subset must be >= 0, got {self.train_subset}"),
             (self.validation_size >= 0, f"validation_size must be >= 0, got {self.validation_size}"),
-            (self.warmup_epochs >= 0, f"warmup_epochs must be >= 0, got {self.warmup_epochs}"),
-            (self.warmup_epochs == 0 or method == "lns", f"warmup_epochs is for LNS models (*_lns), not {self.model!r}"),
-            (self.warmup_lr > 0, f"warmup_lr must be > 0, got {self.warmup_lr}"),
-            (self.warmup_alpha >= 0, f"warmup_alpha must be >= 0, got {self.warmup_alpha}"),
-            (0 <= self.warmup_agreement <= 1, f"warmup_agreement must be in [0, 1], got {self.warmup_agreement}"),
-            (0 <= self.warmup_layer_agreement <= 1,
-             f"warmup_layer_agreement must be in [0, 1], got {self.warmup_layer_agreement}"),
-            (self.warmup_objective in WARMUP_OBJECTIVES, f"warmup_objective must be one of {WARMUP_OBJECTIVES}, got {self.warmup_objective!r}"),
             (self.epochs > 0 or self.pretrained, "epochs=0 evaluates a --pretrained model; give one, or epochs > 0"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+        for owner, option in methods.all_options():
+            value = getattr(self, option.name)
+            try:
+                option.check(value)
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
+            if option.exclusive and value != option.default and method != owner.suffix:
+                raise ConfigError(f"{option.name} is for {owner.name} models (*_{owner.suffix}), not {self.model!r}")
         if method is not None:
             try:
                 models.method(self.model).validate(self)
@@ -437,7 +448,7 @@ def _run(config, write_dir):
         wall_time_s=elapsed.seconds,
         train_images_per_second=images / fit_seconds if epochs_run else None,
         command=config.command,
-        config=dataclasses.asdict(config),
+        config=config.as_dict(),
         model_path=model_path,
     )
     if "top5_accuracy" in test_results:

@@ -24,16 +24,15 @@ def test_docs_cli_md_is_up_to_date_with_the_flags_of_fit_py():
 
 
 def test_a_changed_flag_is_documented_in_its_group_and_fails_the_check(tmp_path):
-    """A copy of fit.py with one flag added to the LNS group, a new group at the end
-    and one flag removed: the generator follows, and the committed page then fails
-    the check."""
+    """A copy of fit.py with one flag added to its first group, a new group at the
+    end and one flag removed: the generator follows, the methods' options keep
+    their own groups, and the committed page then fails the check."""
     with open(FIT) as f:
         source = f.read()
-    assert '# LNS (models named *_lns)\n' in source and 'flags.DEFINE_integer("seed"' in source
-    source = source.replace(
-        '# LNS (models named *_lns)\n',
-        '# LNS (models named *_lns)\nflags.DEFINE_float("test_only_gain", 0.25, "A | flag <added> here.")\n',
-    )
+    assert 'flags.DEFINE_integer("verbose"' in source and 'flags.DEFINE_integer("seed"' in source
+    source = source.replace('flags.DEFINE_integer("verbose"',
+                            'flags.DEFINE_float("test_only_gain", 0.25, "A | flag <added> here.")\n'
+                            'flags.DEFINE_integer("verbose"')
     source = source.replace('\n\ndef config_from_flags', '\n# Extras (a new group)\n'
                             'flags.DEFINE_list("test_only_list", ["a", "b"], "A list flag.")\n\n\ndef config_from_flags')
     source = "\n".join(line for line in source.split("\n") if not line.startswith('flags.DEFINE_integer("seed"'))
@@ -43,12 +42,15 @@ def test_a_changed_flag_is_documented_in_its_group_and_fails_the_check(tmp_path)
     result = _cli_docs("--fit", str(fit_copy), "--output", str(out))
     assert result.returncode == 0, result.stdout + result.stderr
     text = out.read_text()
-    lns = text.index("\n## LNS (models named *_lns)\n")
-    bonn = text.index("\n## BONN")
-    extras = text.index("\n## Extras (a new group)\n")
+    general = text.index("\n## General\n")
     gain = text.index("| `--test_only_gain` | `0.25` | A \\| flag &lt;added&gt; here. |")
-    assert lns < gain < bonn < extras < text.index("| `--test_only_list` | `a,b` | A list flag. |")
-    assert "`--seed`" not in text and "`--alpha`" in text
+    extras = text.index("\n## Extras (a new group)\n")
+    lns = text.index("\n## LNS (models named *_lns)\n")
+    bonn = text.index("\n## BONN (models named *_bonn)\n")
+    assert general < gain < extras < text.index("| `--test_only_list` | `a,b` | A list flag. |") < lns < bonn
+    assert lns < text.index("| `--alpha` |") < text.index("| `--warmup_agreement` |") < bonn
+    assert bonn < text.index("| `--bonn_lambda` |")
+    assert "`--seed`" not in text
 
     check = _cli_docs("--check", "--fit", str(fit_copy), "--output", os.path.join(ROOT, "docs", "cli.md"))
     assert check.returncode == 1

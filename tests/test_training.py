@@ -200,7 +200,7 @@ def test_pretrained_weights_into_lns_variant(tmp_path):
 def test_a_new_method_is_one_class_and_one_registry_line(tmp_path):
     """A method owns its hooks: the trainer wraps the model, runs `prepare` before
     fit and adds its callbacks, with no branch on the method's name."""
-    from lns_larq.methods import Method
+    from lns_larq.methods import Method, unregister
 
     calls = []
 
@@ -230,7 +230,7 @@ def test_a_new_method_is_one_class_and_one_registry_line(tmp_path):
             model="resnet20_tagged", dataset="digits", epochs=2, steps_per_epoch=2, batch_size=16, seed=7,
             output_dir=str(tmp_path / "run"), verbose=0))
     finally:
-        models._METHODS.pop("tagged")
+        unregister("tagged")
     assert calls == [("wrap", 7), ("prepare", 16), ("epoch", 0), ("epoch", 1)]
     assert metrics["tagged"] == {"ready": True}
 

@@ -7,9 +7,9 @@ It imports fit.py (under the module name `fit`, so its `main` does not run), tak
 every flag that the import defined in this repository's code (fit.py's own, or a
 module of lns_larq/ or train/ that fit.py imports), and writes one markdown table
 per group: name, default, help. The groups are fit.py's: a full-line comment
-between two flag definitions starts a group named by that comment (e.g.
-`# LNS (models named *_lns)`); the flags before the first such comment are
-"General". Nothing is listed by hand, so adding, removing or regrouping a flag in
+between two flag definitions starts a group named by that comment; the flags
+before the first such comment are "General". Then one group per training method
+(`lns_larq.methods`) holds the flags of the options it declares. Nothing is listed by hand, so adding, removing or regrouping a flag in
 fit.py only needs a rerun; `tests/test_cli_docs.py` fails until then.
 
 Uses argparse, not absl, so that its own options cannot collide with fit.py's flags.
@@ -81,8 +81,8 @@ def fit_flags(path=FIT):
 
 def _definitions(source_path):
     """{flag name: (line, group)} of the literal `*.DEFINE_*("name", ...)` calls of a
-    file; group is the full-line comment between the previous definition and this
-    one, or the group of the previous definition."""
+    file; group is the first line of the comment block directly above the
+    definition, or the group of the previous definition."""
     with open(source_path) as f:
         text = f.read()
     comments = {}  # line -> text, full-line comments only
@@ -98,36 +98,53 @@ def _definitions(source_path):
                 and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
             calls.append((node.lineno, node.end_lineno, node.args[0].value))
     calls.sort()
-    definitions, group, previous_end = {}, FIRST_GROUP, None
-    for start, end, name in calls:
-        if previous_end is None:
-            # Before the first flag, only a comment block directly above it names a
-            # group: the file's other comments (docstrings, `# noqa`) are no headers.
-            block, line = [], start - 1
-            while line in comments:
-                block.insert(0, comments[line])
-                line -= 1
-        else:
-            block = [comments[line] for line in sorted(comments) if previous_end < line < start]
+    definitions, group = {}, FIRST_GROUP
+    for start, _end, name in calls:
+        # Only a comment block directly above a definition names a group: other
+        # comments (the file's header, a note above other code) are no headers.
+        block, line = [], start - 1
+        while line in comments:
+            block.insert(0, comments[line])
+            line -= 1
         if block:
             group = block[0]
         definitions[name] = (start, group)
-        previous_end = end
     return definitions
 
 
+def _method_groups():
+    """{flag name: group title} of the options the training methods declare
+    (`lns_larq.methods`): one group per method, in registration order."""
+    from lns_larq import methods
+
+    titles = {}
+    for method, option in methods.all_options():
+        title = f"{type(method).__name__} (models named *_{method.suffix})"
+        for name in (option.shorthand, option.name, *option.aliases):
+            if name:
+                titles.setdefault(name, title)
+    return titles
+
+
 def groups(found):
-    """[(group title, [flag, ...])] in definition order."""
+    """[(group title, [flag, ...])]: fit.py's groups in definition order, then one
+    group per training method, in the order the methods declare their options."""
     by_file = {}
-    rows = []
-    for flag, source in found:
+    method_titles = _method_groups()
+    method_order = list(dict.fromkeys(method_titles.values()))
+    rows = []  # (sort key, group, flag); a method's flags keep their definition order
+    for index, (flag, source) in enumerate(found):
+        if flag.name in method_titles:
+            group = method_titles[flag.name]
+            rows.append(((1, method_order.index(group), index), group, flag))
+            continue
         if source not in by_file:
             by_file[source] = _definitions(source)
         line, group = by_file[source].get(flag.name, (float("inf"), "Other"))
-        rows.append((list(by_file).index(source), line, group, flag))
-    rows.sort(key=lambda r: (r[0], r[1]))
+        rows.append(((0, list(by_file).index(source), line), group, flag))
+    rows.sort(key=lambda r: r[0])
     ordered = []
-    for _, _, group, flag in rows:
+    for _, group, flag in rows:
         if not ordered or ordered[-1][0] != group:
             ordered.append((group, []))
         ordered[-1][1].append(flag)

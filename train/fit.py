@@ -5,6 +5,7 @@ Baseline:   python train/fit.py --model resnet20 --quantizer dorefa \
 LNS:        python train/fit.py --model resnet20_lns --pretrained runs/base/model.keras \
                 --alpha 1.0 --rho 0.005 --warmup_epochs 5 --epochs 120 --lr 0.01 \
                 --lr_schedule step --lr_boundaries 30,60,90
+                (a method's options are flags of the same name: `python train/fit.py --helpfull`)
 ImageNet:   python train/fit.py --model resnet18_bireal --quantizer xnor --dataset imagenet2012 \
                 --data_dir ~/tensorflow_datasets --manual_dir ~/ilsvrc2012 --strategy mirrored \
                 --batch_size 256 --epochs 120 --lr_schedule step --lr_boundaries 70,90,110
@@ -20,7 +21,7 @@ import sys
 import lns_larq  # noqa: F401  (selects Keras 2 before TensorFlow loads)
 from absl import app, flags, logging
 
-from lns_larq import models, training
+from lns_larq import methods, models, training
 from lns_larq.data import DataError
 
 FLAGS = flags.FLAGS
@@ -57,35 +58,10 @@ flags.DEFINE_integer("validation_size", 0, "Hold out N training images for valid
 flags.DEFINE_bool("summary", False, "Print larq.models.summary of the model and exit.")
 flags.DEFINE_bool("overwrite", False, "Train again even if --output_dir holds a complete run.")
 flags.DEFINE_integer("verbose", 1, "Keras verbosity: 0 silent, 1 progress bar, 2 one line per epoch.")
-# LNS (models named *_lns)
-flags.DEFINE_float("alpha", 1.0, "Weight of the noisy-supervision loss (Eq. 21); 0 is the 'w/o noisy supervision' ablation.", lower_bound=0)
-flags.DEFINE_float("rho", 0.005, "Symmetric noise rate rho(+1) = rho(-1).", lower_bound=0)
-flags.DEFINE_float("rho_pos", None, "rho(+1) = P(label -1 | true +1); overrides --rho.", lower_bound=0)
-flags.DEFINE_float("rho_neg", None, "rho(-1) = P(label +1 | true -1); overrides --rho.", lower_bound=0)
-flags.DEFINE_enum("mapping", "conv3", ["conv3", "mlp", "linear"], "Mapping network f_theta.")
-flags.DEFINE_enum("bound", "tanh", ["tanh", "hardtanh"], "Output bound of the mapping.")
-flags.DEFINE_float("mapping_width", 2.0, "Hidden width of the mapping relative to its input (paper: 2).", lower_bound=0)
-flags.DEFINE_float("mapping_decay", 0.0, "L2 weight decay on the mapping's kernels (theta).", lower_bound=0)
-flags.DEFINE_bool("gated", False, "Gated mapping z = W_n (1 + f(W_n)), last layer at zero (the first design, to compare).")
-flags.DEFINE_enum("loss_input", "preactivation", ["preactivation", "output"],
-                  "Eq. 15 on the mapping's pre-activation z (keeps both gradients) or on its bounded output.")
-flags.DEFINE_enum("labels", "current", ["current", "pretrained"],
-                  "Noisy labels: sign of the current latent weights (Algorithm 1) or of the pretrained ones, frozen.")
-flags.DEFINE_integer("warmup_epochs", 0, "Epochs training only the mapping networks before fine-tuning.", lower_bound=0)
-flags.DEFINE_float("warmup_lr", 1e-3, "Adam learning rate of the warm start.", lower_bound=0)
-flags.DEFINE_enum("warmup_objective", "noisy", ["full", "noisy"],
-                  "Warm-start loss: full (cross-entropy + warmup_alpha * aux) or noisy (warmup_alpha * aux only).")
-flags.DEFINE_float("warmup_alpha", 1.0, "Weight of the noisy-supervision loss in the warm start (also when --alpha 0).", lower_bound=0)
-flags.DEFINE_float("warmup_agreement", 1.0, "Stop the warm start once this fraction of all binary weights agrees "
-                   "with the noisy labels, and --warmup_layer_agreement of every layer's (0: never; 1 - rho, "
-                   "e.g. 0.995 with --warmup_layer_agreement 0: the stop the controlled task rewards).",
-                   lower_bound=0, upper_bound=1)
-flags.DEFINE_float("warmup_layer_agreement", 1.0, "The agreement every LNS layer must reach before the warm start "
-                   "stops (0: no per-layer condition).", lower_bound=0, upper_bound=1)
-# BONN (models named *_bonn; see docs/bonn.md for the scale convention)
-flags.DEFINE_float("bonn_lambda", 1e-2, "BONN kernel-loss weight: lambda/2 * sum over binary convs of the per-weight mean Bayesian kernel loss.", lower_bound=0)
-flags.DEFINE_float("bonn_theta", 1e-1, "BONN feature-loss weight: theta/2 * the per-sample, per-dimension mean Bayesian feature loss.", lower_bound=0)
-flags.DEFINE_float("bonn_nu", 1.0, "BONN nu: weight of the mixture-prior and log-det terms of the kernel loss.", lower_bound=0)
+# The options of the training methods (LNS: alpha, rho, ..., warmup_epochs; BONN:
+# bonn_lambda, ...), one flag each, as the methods declare them (lns_larq.methods).
+methods.define_flags(FLAGS)
+flags.adopt_module_key_flags(methods)  # listed by --help, not only --helpfull
 
 
 def config_from_flags():
@@ -104,21 +80,7 @@ def config_from_flags():
         steps_per_epoch=FLAGS.steps_per_epoch, train_subset=FLAGS.train_subset,
         validation_size=FLAGS.validation_size, verbose=FLAGS.verbose, overwrite=FLAGS.overwrite,
         command=shlex.join([sys.executable.rsplit("/", 1)[-1], *sys.argv]),
-        bonn_lambda=FLAGS.bonn_lambda, bonn_theta=FLAGS.bonn_theta, bonn_nu=FLAGS.bonn_nu,
-        **lns_config_from_flags(),
-    )
-
-
-def lns_config_from_flags():
-    rho_pos = FLAGS.rho if FLAGS.rho_pos is None else FLAGS.rho_pos
-    rho_neg = FLAGS.rho if FLAGS.rho_neg is None else FLAGS.rho_neg
-    return dict(
-        alpha=FLAGS.alpha, rho_pos=rho_pos, rho_neg=rho_neg, mapping=FLAGS.mapping,
-        bound=FLAGS.bound, mapping_width=FLAGS.mapping_width, mapping_decay=FLAGS.mapping_decay,
-        gated=FLAGS.gated, loss_input=FLAGS.loss_input, labels=FLAGS.labels,
-        warmup_epochs=FLAGS.warmup_epochs, warmup_lr=FLAGS.warmup_lr,
-        warmup_objective=FLAGS.warmup_objective, warmup_alpha=FLAGS.warmup_alpha,
-        warmup_agreement=FLAGS.warmup_agreement, warmup_layer_agreement=FLAGS.warmup_layer_agreement,
+        **methods.settings_from_flags(FLAGS),
     )
 
 

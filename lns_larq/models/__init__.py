@@ -1,16 +1,19 @@
 """Model registry: `get(name, **options)` and `available()`.
 
-Every base model `<name>` also exists as `<name>_lns`: the same network with its
-binarized convolutions' kernel quantizers replaced by `LNSQuantizer` (`lnsify`).
-Options named in `LNS_OPTIONS` go to the quantizer, the rest to the base model.
+Every base model `<name>` with binary layers also exists as `<name>_<suffix>` for
+every registered training method (`lns_larq.methods`): `<name>_lns` is the same
+network with its binarized convolutions' kernel quantizers replaced by
+`LNSQuantizer` (`lnsify`), `<name>_bonn` the network trained with BONN's losses.
+The method's options (`Method.options`) go to it, the rest to the base model.
 
 ```python
 model = lns_larq.models.get("resnet20_lns", quantizer="dorefa", alpha=1.0, rho_pos=0.005)
 ```
 """
 
-from lns_larq import pretrained
-from lns_larq.lns import LNS
+# The built-in methods (bonn, lns) register themselves with `@methods.register`, as
+# any other method does when its module is imported.
+from lns_larq import bonn, lns, methods, pretrained  # noqa: F401
 from lns_larq.models.alexnet import alexnet
 from lns_larq.models.bireal import resnet18_bireal
 from lns_larq.models.resnet import resnet8, resnet20, resnet20_fp
@@ -22,8 +25,6 @@ _BASE_MODELS = {
     "resnet18_bireal": resnet18_bireal,
     "alexnet": alexnet,
 }
-# Suffixes that turn a base model into a method's variant: suffix -> Method.
-_METHODS = {"lns": LNS()}
 # Full-precision models have no binary conv to convert.
 _NO_METHOD = {"resnet20_fp"}
 
@@ -36,14 +37,15 @@ def register(name, builder, binary=True):
 
 
 def register_method(method):
-    """Add a `lns_larq.methods.Method`: `<base>_<suffix>` is `method.wrap(base_model, **options)`."""
-    _METHODS[method.suffix] = method
+    """Add a `lns_larq.methods.Method` (`lns_larq.methods.register`):
+    `<base>_<suffix>` is `method.wrap(base_model, **options)`."""
+    return methods.register(method)
 
 
 def method(name):
     """The `Method` of model `name`, or None for a base model."""
     _, suffix = split_name(name)
-    return None if suffix is None else _METHODS[suffix]
+    return None if suffix is None else methods.get(suffix)
 
 
 def has_methods(base):
@@ -55,7 +57,7 @@ def available():
     """Names `get` accepts, sorted."""
     names = set(_BASE_MODELS)
     for base in set(_BASE_MODELS) - _NO_METHOD:
-        names.update(f"{base}_{suffix}" for suffix in _METHODS)
+        names.update(f"{base}_{suffix}" for suffix in methods.registered())
     return sorted(names)
 
 
@@ -63,7 +65,7 @@ def split_name(name):
     """`"resnet20_lns"` -> `("resnet20", "lns")`; a base name -> `(name, None)`."""
     if name in _BASE_MODELS:
         return name, None
-    for suffix in _METHODS:
+    for suffix in methods.registered():
         base = name[: -len(suffix) - 1]
         if name.endswith("_" + suffix) and base in _BASE_MODELS and base not in _NO_METHOD:
             return base, suffix
@@ -92,8 +94,8 @@ def get(name, weights=None, **options):
         return model
     if method is None:
         return _BASE_MODELS[base](**options)
-    wrapper = _METHODS[method]
-    method_options = {k: options.pop(k) for k in list(options) if k in wrapper.options}
+    wrapper = methods.get(method)
+    method_options = {k: options.pop(k) for k in list(options) if k in wrapper.option_names()}
     return wrapper.wrap(_BASE_MODELS[base](**options), **method_options)
 
 
