@@ -28,7 +28,8 @@ includes the pipeline's own threads: what the input pipeline costs a training st
 
 The first lines name the CPU, its cores and whether oneDNN is on, and the machine's
 load average; `--output` (default runs/benchmark.json) receives the table and every
-step time as JSON.
+step time as JSON. The peak memory is the process's, all models together: run one
+model per command for its own.
 """
 
 import json
@@ -44,7 +45,8 @@ FLAGS = flags.FLAGS
 flags.DEFINE_list("models", ["resnet20", "resnet20_lns"], "Registry models to compare; the first is the reference.")
 flags.DEFINE_string("quantizer", "dorefa", "Baseline weight quantizer of binary models.")
 flags.DEFINE_integer("batch_size", 128, "Batch size.", lower_bound=1)
-flags.DEFINE_integer("steps", 30, "Timed training steps per model (and per input with --data_path).", lower_bound=20)
+flags.DEFINE_integer("steps", 30, "Timed training steps per model (and per input with --data_path); below 20 "
+                     "the medians and spreads are rough (the table says so).", lower_bound=1)
 flags.DEFINE_integer("warmup", 5, "Untimed warm-up steps per model and input.", lower_bound=1)
 flags.DEFINE_integer("block", 10, "With --data_path: consecutive steps on one input before switching.", lower_bound=1)
 flags.DEFINE_list("input_shape", ["32", "32", "3"], "Input shape H,W,C.")
@@ -128,10 +130,17 @@ def training_step(model, dataset):
 
 
 def inference_step(model, x):
+    """One inference call of `model` on `x`, finished (its outputs read back)."""
     import tensorflow as tf
 
-    predict = tf.function(lambda v: model(v, training=False))
-    return lambda: predict(x).numpy()
+    @tf.function(autograph=False)  # the layers need no conversion
+    def predict(images):
+        return model(images, training=False)
+
+    def step():
+        predict(x).numpy()
+
+    return step
 
 
 def measure():
@@ -141,6 +150,14 @@ def measure():
     from lns_larq import cpu
 
     shape = tuple(int(v) for v in FLAGS.input_shape)
+    arrays = None
+    if FLAGS.data_path or FLAGS.dataset:  # loaded first: a data error stops before any timing
+        from lns_larq import data as data_lib
+
+        arrays = data_lib.load(FLAGS.dataset or "cifar10", data_path=FLAGS.data_path)
+        if arrays.input_shape != shape or arrays.num_classes != FLAGS.num_classes:
+            raise data_lib.DataError(f"the data has images {arrays.input_shape} and {arrays.num_classes} "
+                                     f"classes; pass --input_shape and --num_classes to match")
     rng = np.random.default_rng(0)
     x = rng.standard_normal((FLAGS.batch_size, *shape)).astype(np.float32)
     y = rng.integers(0, FLAGS.num_classes, FLAGS.batch_size)
@@ -174,13 +191,7 @@ def measure():
             "train_step_times_s": wall,
             "train_step_cpu_times_s": flat(train_times[name]["cpu"]),
         })
-    if FLAGS.data_path or FLAGS.dataset:
-        from lns_larq import data as data_lib
-
-        arrays = data_lib.load(FLAGS.dataset or "cifar10", data_path=FLAGS.data_path)
-        if arrays.input_shape != shape or arrays.num_classes != FLAGS.num_classes:
-            raise data_lib.DataError(f"the data has images {arrays.input_shape} and {arrays.num_classes} "
-                                     f"classes; pass --input_shape and --num_classes to match")
+    if arrays is not None:
         for result in results:
             model = built[result["model"]]
             pipeline, _, _ = data_lib.pipelines(arrays, batch_size=FLAGS.batch_size)
@@ -258,6 +269,8 @@ def table(report):
                          f"{ms(r['pipeline_step_cpu_s']):>9}{r['pipeline_images_per_s']:>16.0f}"
                          f"{spread(r['pipeline_ratio'], 1, 'x', 2):>22}"
                          f"{spread(r['pipeline_ratio_cpu'], 1, 'x', 2):>22}")
+    if report["steps"] < 20:
+        lines.append(f"only {report['steps']} timed steps: medians and spreads are rough (use --steps 20 or more)")
     lines.append(f"peak RSS of the process (all models) {report['peak_rss_mib']:.0f} MiB; load average "
                  f"{'/'.join(f'{v:.1f}' for v in report['load_average_after'])} at the end")
     return lines
