@@ -115,7 +115,8 @@ import tensorflow as tf
 from larq import utils
 
 from lns_larq import models
-from lns_larq.lns import _all_layers, check_binarized_layers_convertible, clone_nested, copy_weights, is_binarized_conv
+from lns_larq.keras_utils import all_layers, check_binarized_layers_convertible, clone_nested, copy_weights
+from lns_larq.keras_utils import is_binarized_conv
 from lns_larq.methods import Method
 
 __all__ = [
@@ -329,7 +330,7 @@ def kernel_priors(model):
     """`[(layer, BayesianKernelLoss)]` for every layer of `model` that has one."""
     return [
         (layer, layer.kernel_regularizer)
-        for layer in _all_layers(model)
+        for layer in all_layers(model)
         if isinstance(getattr(layer, "kernel_regularizer", None), BayesianKernelLoss)
     ]
 
@@ -587,7 +588,7 @@ def bonnify(model, bonn_lambda=DEFAULT_LAMBDA, bonn_theta=DEFAULT_THETA, bonn_nu
     BayesianKernelLoss(bonn_lambda, bonn_nu)  # validate before cloning
     if not bonn_theta >= 0:
         raise ValueError(f"bonn_theta must be >= 0, got {bonn_theta!r}.")
-    binarized = [layer for layer in _all_layers(model) if is_binarized_conv(layer)]
+    binarized = [layer for layer in all_layers(model) if is_binarized_conv(layer)]
     if not binarized:
         raise ValueError(
             f"Model {model.name!r} has no binarized QuantConv2D (a QuantConv2D with a "

@@ -1,12 +1,15 @@
-"""Keras callbacks for binary networks."""
+"""Keras callbacks for binary networks: flips of the binary weights (`FlipRate`), test
+figures beside a hold-out (`TestAccuracy`), and the per-layer log both write (`LayerLog`).
+
+The monitor of LNS's mappings is LNS's own: `lns_larq.lns.LNSMonitor`.
+"""
 
 import os
 
-import larq as lq
 import numpy as np
 import tensorflow as tf
 
-from lns_larq.lns import _all_layers, agreement, is_binarized_conv, lns_layers
+from lns_larq.keras_utils import all_layers, is_binarized_conv
 from lns_larq.quantizers import quantized_kernel
 
 
@@ -14,7 +17,7 @@ def binary_signs(model):
     """`{layer name: int8 signs of the binary weights}` for every binarized conv."""
     return {
         layer.name: np.sign(quantized_kernel(layer).numpy()).astype(np.int8)
-        for layer in _all_layers(model)
+        for layer in all_layers(model)
         if is_binarized_conv(layer)
     }
 
@@ -110,86 +113,6 @@ class FlipRate(tf.keras.callbacks.Callback):
         if self.layer_log:
             self.layer_log.write(epoch, self.layer_figures)
         self._previous = current
-
-
-class LNSMonitor(tf.keras.callbacks.Callback):
-    """After every epoch, the state of the model's LNS mappings.
-
-    Into the epoch logs (the progress line, history, CSV): `aux_loss`, the summed
-    auxiliary loss \\(\\alpha \\sum_i \\tilde\\ell_i\\) (it depends on the weights
-    only), and `agreement`, the fraction of mapped binary weights equal to their
-    noisy labels. Per layer (`layer_figures`, and `layer_log_dir`'s `LayerLog`):
-
-    - `disagreement`, `saturated` (\\(|\\hat q| > 0.99\\)) and `bound_derivative`
-      (mean \\(b'(z)\\)), see `LNSQuantizer.state`;
-    - `grad_ratio`, with a `sample` batch `(x, y)`: the norm of the auxiliary loss's
-      gradient on the layer's mapping parameters \\(\\theta\\) over that of the
-      cross-entropy on the sample (model in inference mode, so batch-norm
-      statistics are untouched). The auxiliary term uses the layer's alpha; with
-      alpha = 0 the ratio is 0.
-
-    ```python
-    model.fit(data, epochs=3, callbacks=[lns_larq.callbacks.LNSMonitor(sample=(x, y))])
-    ```
-    """
-
-    def __init__(self, sample=None, layer_log_dir=None):
-        super().__init__()
-        self.sample = sample
-        self.layer_log = LayerLog(layer_log_dir) if layer_log_dir else None
-        self.layer_figures = {}
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is not None:
-            logs.update(lns_state(self.model))
-        self.layer_figures = lns_layer_state(self.model, self.sample)
-        if self.layer_log:
-            self.layer_log.write(epoch, self.layer_figures)
-
-
-def lns_layer_state(model, sample=None):
-    """`{figure: {layer: value}}` of a model's LNS layers (see `LNSMonitor`)."""
-    figures = {}
-    layers = lns_layers(model)
-    for layer in layers:
-        latent = tf.convert_to_tensor(layer.kernel.latent_variable)
-        for key, value in layer.kernel_quantizer.state(latent).items():
-            figures.setdefault(key, {})[layer.name] = value
-    if sample is not None:
-        ratios = _grad_ratios(model, layers, sample)
-        figures["grad_ratio"] = {layer.name: float(r) for layer, r in zip(layers, ratios)}
-    return figures
-
-
-def _grad_ratios(model, layers, sample):
-    """Per layer, |grad_theta alpha l~| / |grad_theta CE| on `sample` (see `LNSMonitor`)."""
-    x, y = sample
-    # Under a strategy, fit's callbacks run in cross-replica context, where the model
-    # reads each mirrored variable's first component; the tape can only differentiate
-    # with respect to those components (the variable itself has no handle there).
-    local = tf.distribute.get_strategy().experimental_local_results
-    thetas = [[local(w)[0] for w in layer.kernel_quantizer.network.trainable_weights] for layer in layers]
-    with tf.GradientTape(persistent=True) as tape:
-        logits = model(x, training=False)
-        ce = tf.reduce_mean(tf.keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True))
-        aux = [layer.kernel_quantizer.auxiliary_loss(tf.convert_to_tensor(layer.kernel.latent_variable))
-               for layer in layers]
-    ratios = []
-    for theta, aux_loss in zip(thetas, aux):
-        g_ce = tf.linalg.global_norm(tape.gradient(ce, theta))
-        g_aux = tf.linalg.global_norm(tape.gradient(aux_loss, theta))
-        ratios.append(float(g_aux / (g_ce + 1e-30)))
-    del tape
-    return ratios
-
-
-def lns_state(model):
-    """`{"aux_loss": ..., "agreement": ...}` of a model's LNS layers (see LNSMonitor)."""
-    aux = sum(
-        float(layer.kernel_quantizer.auxiliary_loss(tf.convert_to_tensor(layer.kernel.latent_variable)))
-        for layer in lns_layers(model)
-    )
-    return {"aux_loss": aux, "agreement": agreement(model)}
 
 
 class TestAccuracy(tf.keras.callbacks.Callback):

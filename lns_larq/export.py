@@ -31,8 +31,8 @@ import larq as lq
 import numpy as np
 import tensorflow as tf
 
-from lns_larq.lns import _all_layers, clone_nested, is_binarized, lns_layers
-from lns_larq.quantizers import quantized_kernel, scale_kind
+from lns_larq.keras_utils import all_layers, clone_nested, is_binarized
+from lns_larq.quantizers import lns_layers, quantized_kernel, scale_kind
 
 __all__ = [
     "Agreement",
@@ -132,8 +132,8 @@ def bake(model):
 
     baked = clone_nested(model, clone_layer)
     baked._name = f"{model.name}_baked"
-    targets = {layer.name: layer for layer in _all_layers(baked)}
-    for layer in _all_layers(model):
+    targets = {layer.name: layer for layer in all_layers(baked)}
+    for layer in all_layers(model):
         target = targets[layer.name]
         if layer.name in mapped:
             target.kernel.latent_variable.assign(quantized_kernel(layer))
@@ -168,8 +168,8 @@ def float_copy(model):
 
     copy = clone_nested(model, clone_layer)
     copy._name = f"{model.name}_float32"
-    targets = {layer.name: layer for layer in _all_layers(copy)}
-    for layer in _all_layers(model):
+    targets = {layer.name: layer for layer in all_layers(copy)}
+    for layer in all_layers(model):
         if layer.weights:
             _copy_layer_weights(layer, targets[layer.name])
     return copy
@@ -203,7 +203,7 @@ def constant_kernels(model):
     """
     if lns_layers(model):
         model = bake(model)
-    folded = {layer.name for layer in _all_layers(model) if _has_binary_kernel(layer)}
+    folded = {layer.name for layer in all_layers(model) if _has_binary_kernel(layer)}
 
     def clone_layer(layer):
         config = layer.get_config()
@@ -213,8 +213,8 @@ def constant_kernels(model):
 
     copy = clone_nested(model, clone_layer)
     copy._name = model.name
-    targets = {layer.name: layer for layer in _all_layers(copy)}
-    for layer in _all_layers(model):
+    targets = {layer.name: layer for layer in all_layers(copy)}
+    for layer in all_layers(model):
         if layer.weights:
             _copy_layer_weights(layer, targets[layer.name])
         if layer.name in folded:
@@ -335,7 +335,7 @@ def _unconverted(model, flatbuffer):
 
 def _binary_layers(model):
     """The Larq layers of `model` with a 1-bit weight quantizer, of any layer type."""
-    return [layer for layer in _all_layers(model) if is_binarized(layer)]
+    return [layer for layer in all_layers(model) if is_binarized(layer)]
 
 
 # The weight each Larq weight quantizer quantizes.
@@ -354,7 +354,7 @@ def deployable_params(model):
     statistics included.
     """
     binary = total = 0
-    for layer in _all_layers(model):
+    for layer in all_layers(model):
         total += sum(int(np.prod(w.shape)) for w in layer.weights)
         for quantizer, weight in _QUANTIZED_WEIGHTS.items():
             if getattr(getattr(layer, quantizer, None), "precision", None) == 1:

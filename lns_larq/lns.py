@@ -1,5 +1,5 @@
-"""LNS on a Larq model: `lnsify`, the warm start of the mappings, and `LNS`, the
-training method that `<model>_lns` and `train/fit.py` use."""
+"""LNS on a Larq model: `lnsify`, the warm start of the mappings, their monitor
+(`LNSMonitor`), and `LNS`, the training method that `<model>_lns` and `train/fit.py` use."""
 
 import contextlib
 import json
@@ -9,8 +9,11 @@ import os
 import larq as lq
 import tensorflow as tf
 
+from lns_larq.callbacks import LayerLog
+from lns_larq.keras_utils import all_layers, check_binarized_layers_convertible, clone_nested, copy_weights
+from lns_larq.keras_utils import is_binarized_conv
 from lns_larq.methods import Method
-from lns_larq.quantizers import LNSQuantizer, scale_kind
+from lns_larq.quantizers import LNSQuantizer, lns_layers, scale_kind
 
 _logger = logging.getLogger(__name__)
 
@@ -18,71 +21,6 @@ LNS_OPTIONS = frozenset({
     "mapping", "alpha", "rho_pos", "rho_neg", "bound", "width", "decay", "gated",
     "loss_input", "labels",
 })
-
-
-def is_binarized_conv(layer):
-    """A Larq `QuantConv2D` whose kernel quantizer is binary (precision 1)."""
-    quantizer = getattr(layer, "kernel_quantizer", None)
-    return isinstance(layer, lq.layers.QuantConv2D) and getattr(quantizer, "precision", None) == 1
-
-
-_QUANTIZER_ATTRIBUTES = ("kernel_quantizer", "depthwise_quantizer", "pointwise_quantizer")
-
-
-def is_binarized(layer):
-    """A Larq layer with a binary (precision 1) weight quantizer, of any kind."""
-    return any(getattr(getattr(layer, attr, None), "precision", None) == 1 for attr in _QUANTIZER_ATTRIBUTES)
-
-
-def check_binarized_layers_convertible(model, method, keep=()):
-    """Raise a `ValueError` naming every binarized layer of `model` that `method`
-    cannot convert (it converts binarized `QuantConv2D`s only) and that is not in
-    `keep`; silently leaving such a layer binarized by sign(W) would change what
-    the user asked for without a word."""
-    names = {layer.name for layer in _all_layers(model)}
-    unknown = sorted(set(keep) - names)
-    if unknown:
-        raise ValueError(f"keep names layers that {model.name!r} does not have: {unknown}.")
-    blocked = [
-        f"{layer.name!r} ({type(layer).__name__})"
-        for layer in _all_layers(model)
-        if is_binarized(layer) and not is_binarized_conv(layer) and layer.name not in keep
-    ]
-    if blocked:
-        raise ValueError(
-            f"{method} cannot convert the binarized layer(s) {', '.join(blocked)} of {model.name!r}: "
-            "it converts binarized QuantConv2D layers only. Express a binary dense layer as "
-            "a 1x1 QuantConv2D, or pass keep=[...] with these names to leave them as they are."
-        )
-
-
-def lns_layers(model):
-    """The layers of `model` whose kernel quantizer is an `LNSQuantizer`."""
-    return [
-        layer for layer in _all_layers(model)
-        if isinstance(getattr(layer, "kernel_quantizer", None), LNSQuantizer)
-    ]
-
-
-def _all_layers(model):
-    for layer in model.layers:
-        if isinstance(layer, tf.keras.Model):
-            yield from _all_layers(layer)
-        else:
-            yield layer
-
-
-def clone_nested(model, clone_layer):
-    """`tf.keras.models.clone_model` with `clone_layer(layer)`, descending into
-    nested models (a `Sequential` inside a functional model, say), which
-    `clone_model` itself would copy without calling `clone_layer` on their layers."""
-
-    def clone_function(layer):
-        if isinstance(layer, tf.keras.Model):
-            return clone_nested(layer, clone_layer)
-        return clone_layer(layer)
-
-    return tf.keras.models.clone_model(model, clone_function=clone_function)
 
 
 def lnsify(model, keep=(), **quantizer_options):
@@ -118,7 +56,7 @@ def lnsify(model, keep=(), **quantizer_options):
     if unknown:
         raise ValueError(f"Unknown LNS options {sorted(unknown)}; valid: {sorted(LNS_OPTIONS)}.")
     LNSQuantizer(**quantizer_options)  # validate before cloning
-    if not any(is_binarized_conv(layer) for layer in _all_layers(model)):
+    if not any(is_binarized_conv(layer) for layer in all_layers(model)):
         raise ValueError(
             f"Model {model.name!r} has no binarized QuantConv2D (a QuantConv2D with a "
             "1-bit kernel_quantizer); there is nothing for LNS to map."
@@ -147,28 +85,6 @@ def freeze_labels(model):
         layer.kernel_quantizer.freeze_labels(layer.kernel.latent_variable)
 
 
-def copy_weights(source, target):
-    """Copy every weight of `source` into the layer of the same name in `target`.
-
-    A layer of `target` may have more weights than its namesake (an LNS conv's
-    mapping network); those are left as they are.
-    """
-    targets = {layer.name: layer for layer in _all_layers(target)}
-    for layer in _all_layers(source):
-        if not layer.weights:
-            continue
-        if layer.name not in targets:
-            raise ValueError(f"Layer {layer.name!r} of {source.name!r} is not in {target.name!r}.")
-        dest = targets[layer.name].weights
-        for i, weight in enumerate(layer.weights):
-            if i >= len(dest) or tuple(dest[i].shape) != tuple(weight.shape):
-                raise ValueError(
-                    f"Weight {weight.name} {tuple(weight.shape)} of layer {layer.name!r} "
-                    f"does not match the target layer's weights."
-                )
-            dest[i].assign(tf.convert_to_tensor(getattr(weight, "latent_variable", weight)))
-
-
 @contextlib.contextmanager
 def mapping_only(model):
     """Within the block, only the LNS mapping networks of `model` are trainable.
@@ -187,7 +103,7 @@ def mapping_only(model):
     mapped = lns_layers(model)
     if not mapped:
         raise ValueError(f"Model {model.name!r} has no LNS layer to warm-start.")
-    layers = list(_all_layers(model))
+    layers = list(all_layers(model))
     saved = [(layer, layer.trainable) for layer in layers]
     moved = []
     try:
@@ -274,13 +190,15 @@ def agreement(model):
     return _overall(_agreement_counts(model))
 
 
-# The warm start's default stop: the mapped network reproduces the pretrained one.
-# Measured from the shipped resnet20 weights (docs/design.md): every layer reaches
-# these within about 100 Adam steps at 1e-3, and the test accuracy then moves by
-# under 0.1 point; the earlier stop at 1 - rho (0.995 overall) left 3 % of the
-# stride-2 convs' weights wrong and cost 0.5-2.4 points.
-WARM_START_AGREEMENT = 0.9999
-WARM_START_LAYER_AGREEMENT = 0.999
+# The warm start's default stop: every binary weight agrees with its label, so the
+# mapped network is the pretrained one. Why exact (docs/design.md): from the
+# shipped resnet20, a stop at 0.9999 overall and 0.999 per layer left 14 of
+# 270,000 weights wrong and changed 8 % of the test predictions; 30 more Adam
+# steps reached full agreement (about 100-130 steps in all) and changed none. The
+# earlier stop at 1 - rho (0.995 overall) left 3 % of the stride-2 convs' weights
+# wrong and cost 0.5-2.4 points of test accuracy.
+WARM_START_AGREEMENT = 1.0
+WARM_START_LAYER_AGREEMENT = 1.0
 
 
 class StopAtAgreement(tf.keras.callbacks.Callback):
@@ -288,8 +206,8 @@ class StopAtAgreement(tf.keras.callbacks.Callback):
     on at least `target` of all weights and `layer_target` of every layer's,
     checked every `every` batches.
 
-    The default warm start stops at 0.9999 overall and 0.999 in every layer: the
-    mapped network then reproduces the pretrained one. The other use is the stop
+    The default warm start stops at full agreement in every layer: the mapped
+    network is then the pretrained one. The other use is the stop
     at 1 - rho (`layer_target=0`): under the noise model of paper Eqs. 8-9 a
     fraction rho of the labels is wrong, so a mapping that has learnt the clean
     weights agrees with about 1 - rho of them, and on the controlled task
@@ -384,6 +302,86 @@ def warm_start(model, data, epochs=1, steps_per_epoch=None, optimizer=None, alph
     return stop
 
 
+class LNSMonitor(tf.keras.callbacks.Callback):
+    """After every epoch, the state of the model's LNS mappings.
+
+    Into the epoch logs (the progress line, history, CSV): `aux_loss`, the summed
+    auxiliary loss \\(\\alpha \\sum_i \\tilde\\ell_i\\) (it depends on the weights
+    only), and `agreement`, the fraction of mapped binary weights equal to their
+    noisy labels. Per layer (`layer_figures`, and `layer_log_dir`'s `LayerLog`):
+
+    - `disagreement`, `saturated` (\\(|\\hat q| > 0.99\\)) and `bound_derivative`
+      (mean \\(b'(z)\\)), see `LNSQuantizer.state`;
+    - `grad_ratio`, with a `sample` batch `(x, y)`: the norm of the auxiliary loss's
+      gradient on the layer's mapping parameters \\(\\theta\\) over that of the
+      cross-entropy on the sample (model in inference mode, so batch-norm
+      statistics are untouched). The auxiliary term uses the layer's alpha; with
+      alpha = 0 the ratio is 0.
+
+    ```python
+    model.fit(data, epochs=3, callbacks=[lns_larq.lns.LNSMonitor(sample=(x, y))])
+    ```
+    """
+
+    def __init__(self, sample=None, layer_log_dir=None):
+        super().__init__()
+        self.sample = sample
+        self.layer_log = LayerLog(layer_log_dir) if layer_log_dir else None
+        self.layer_figures = {}
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs.update(lns_state(self.model))
+        self.layer_figures = lns_layer_state(self.model, self.sample)
+        if self.layer_log:
+            self.layer_log.write(epoch, self.layer_figures)
+
+
+def lns_layer_state(model, sample=None):
+    """`{figure: {layer: value}}` of a model's LNS layers (see `LNSMonitor`)."""
+    figures = {}
+    layers = lns_layers(model)
+    for layer in layers:
+        latent = tf.convert_to_tensor(layer.kernel.latent_variable)
+        for key, value in layer.kernel_quantizer.state(latent).items():
+            figures.setdefault(key, {})[layer.name] = value
+    if sample is not None:
+        ratios = _grad_ratios(model, layers, sample)
+        figures["grad_ratio"] = {layer.name: float(r) for layer, r in zip(layers, ratios)}
+    return figures
+
+
+def _grad_ratios(model, layers, sample):
+    """Per layer, |grad_theta alpha l~| / |grad_theta CE| on `sample` (see `LNSMonitor`)."""
+    x, y = sample
+    # Under a strategy, fit's callbacks run in cross-replica context, where the model
+    # reads each mirrored variable's first component; the tape can only differentiate
+    # with respect to those components (the variable itself has no handle there).
+    local = tf.distribute.get_strategy().experimental_local_results
+    thetas = [[local(w)[0] for w in layer.kernel_quantizer.network.trainable_weights] for layer in layers]
+    with tf.GradientTape(persistent=True) as tape:
+        logits = model(x, training=False)
+        ce = tf.reduce_mean(tf.keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True))
+        aux = [layer.kernel_quantizer.auxiliary_loss(tf.convert_to_tensor(layer.kernel.latent_variable))
+               for layer in layers]
+    ratios = []
+    for theta, aux_loss in zip(thetas, aux):
+        g_ce = tf.linalg.global_norm(tape.gradient(ce, theta))
+        g_aux = tf.linalg.global_norm(tape.gradient(aux_loss, theta))
+        ratios.append(float(g_aux / (g_ce + 1e-30)))
+    del tape
+    return ratios
+
+
+def lns_state(model):
+    """`{"aux_loss": ..., "agreement": ...}` of a model's LNS layers (see LNSMonitor)."""
+    aux = sum(
+        float(layer.kernel_quantizer.auxiliary_loss(tf.convert_to_tensor(layer.kernel.latent_variable)))
+        for layer in lns_layers(model)
+    )
+    return {"aux_loss": aux, "agreement": agreement(model)}
+
+
 class LNS(Method):
     """LNS as a training method (`<model>_lns`).
 
@@ -413,8 +411,6 @@ class LNS(Method):
         LNSQuantizer(**self.options_from_config(config))
 
     def prepare(self, run):
-        from lns_larq.callbacks import LNSMonitor, lns_layer_state
-
         model, config = run.model, run.config
         freeze_labels(model)  # the pretrained weights are loaded now
         if not config.warmup_epochs:
@@ -457,6 +453,4 @@ class LNS(Method):
         return report
 
     def callbacks(self, run):
-        from lns_larq.callbacks import LNSMonitor
-
         return [LNSMonitor(sample=run.sample, layer_log_dir=run.write_dir)]

@@ -43,6 +43,8 @@ class Pretrained:
         first_1000_accuracy: Top-1 accuracy on its first 1,000 test images.
         data: The data trained and tested on.
         command: The command that produced the weights.
+        holdout_accuracy: Top-1 accuracy on the training images the run held out
+            to select its epoch (a fraction), or None without a hold-out.
     """
 
     file: str
@@ -52,6 +54,7 @@ class Pretrained:
     first_1000_accuracy: float
     data: str
     command: str
+    holdout_accuracy: float | None = None
 
     @property
     def path(self):
@@ -62,11 +65,8 @@ MANIFEST = "manifest.json"
 PRETRAINED = {}  # (model name, weights name) -> Pretrained, from WEIGHTS_DIR/manifest.json
 
 
-def _key(name, weights):
-    return f"{name}/{weights}"
-
-
-def _read_manifest(directory):
+def read_manifest(directory):
+    """The manifest in `directory`: `{"<model>/<weights>": Pretrained fields}`, empty if none."""
     path = os.path.join(directory, MANIFEST)
     if not os.path.exists(path):
         return {}
@@ -92,6 +92,7 @@ def entry(name, weights):
 
 
 def sha256(path):
+    """The hex SHA-256 digest of the file at `path`."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -138,72 +139,9 @@ def preprocess(images):
     return ((np.asarray(images, np.float32) - np.float32(CIFAR10_JPEG_MEAN)) / np.float32(CIFAR10_JPEG_STD))
 
 
-def save(model, name, weights, quantizer, images, labels, data, command, directory=WEIGHTS_DIR):
-    """Ship `model`'s inference weights as `get(name, weights=weights)`.
-
-    A method variant (LNS) is baked first, so the file holds the base
-    architecture's weights; `quantizer` is the model's weight quantizer
-    (`"dorefa"`, `"xnor"`, `"binarynet"`), an option the weights need. The file is checked by loading it into a fresh base
-    model, whose accuracy on `images` (uint8) and `labels` is what the manifest
-    states, over all of them and over the first 1,000.
-
-    # Returns
-        The `Pretrained` entry written to `directory/manifest.json`.
-    """
-    from lns_larq import export, models
-    from lns_larq.lns import lns_layers
-
-    base, _ = models.split_name(name)
-    if lns_layers(model):
-        model = export.bake(model)
-    os.makedirs(directory, exist_ok=True)
-    file = f"{name}_{weights}.weights.h5"
-    path = os.path.join(directory, file)
-    model.save_weights(path)
-    fresh = models.get(base, quantizer=quantizer)
-    fresh.load_weights(path)
-    predictions = np.argmax(fresh.predict(preprocess(images), batch_size=500, verbose=0), axis=-1)
-    correct = predictions == np.asarray(labels).reshape(-1)
-    item = Pretrained(
-        file=file, sha256=sha256(path), options=dict(quantizer=quantizer),
-        test_accuracy=float(correct.mean()), first_1000_accuracy=float(correct[:1000].mean()),
-        data=data, command=command,
-    )
-    manifest = _read_manifest(directory)
-    manifest[_key(name, weights)] = dataclasses.asdict(item)
-    with open(os.path.join(directory, MANIFEST), "w") as f:
-        json.dump(manifest, f, indent=2, sort_keys=True)
-        f.write("\n")
-    _write_readme(directory, manifest)
-    if directory == WEIGHTS_DIR:
-        register(name, weights, item)
-    return item
-
-
-def _write_readme(directory, manifest):
-    """`directory/README.md`: what each shipped file is, beside the files."""
-    lines = [
-        "# Shipped weights",
-        "",
-        "Written by `train/ship_weights.py`; load with "
-        "`lns_larq.models.get(name, weights=...)`, which checks each file's SHA-256 "
-        "(`lns_larq/pretrained.py`). Inputs: `lns_larq.pretrained.preprocess(uint8_images)`.",
-        "",
-        "| model | weights | file | test accuracy % | first 1,000 test images % | data | command |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for key, item in sorted(manifest.items()):
-        name, weights = key.split("/")
-        lines.append(
-            f"| `{name}` | `{weights}` | `{item['file']}` | {100 * item['test_accuracy']:.2f} | "
-            f"{100 * item['first_1000_accuracy']:.1f} | {item['data']} | `{item['command']}` |"
-        )
-    with open(os.path.join(directory, "README.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
-
-
-for _name_weights, _item in _read_manifest(WEIGHTS_DIR).items():
+for _name_weights, _item in read_manifest(WEIGHTS_DIR).items():
     PRETRAINED[tuple(_name_weights.split("/"))] = Pretrained(**_item)
 
 
-__all__ = ["PRETRAINED", "Pretrained", "checked_path", "entry", "preprocess", "register", "save"]
+__all__ = ["MANIFEST", "PRETRAINED", "Pretrained", "checked_path", "entry", "preprocess", "read_manifest", "register",
+           "sha256"]

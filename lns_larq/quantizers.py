@@ -19,13 +19,16 @@ import larq as lq
 import tensorflow as tf
 from larq import utils
 
+from lns_larq.keras_utils import all_layers
 from lns_larq.losses import check_noise_rates, unbiased_mse
 
 __all__ = [
     "DoReFaSign",
     "LNSQuantizer",
     "WEIGHT_QUANTIZERS",
+    "lns_layers",
     "mapping_network",
+    "quantized_kernel",
     "scale_kind",
     "weight_scale",
 ]
@@ -283,7 +286,7 @@ class LNSQuantizer(lq.quantizers._BaseQuantizer):
 
     # References
         - [Training Binary Neural Networks through Learning with Noisy
-          Supervision](https://arxiv.org/abs/2010.04239), Han et al., ICML 2020.
+          Supervision](https://arxiv.org/abs/2010.04871), Han et al., ICML 2020.
     """
 
     precision = 1
@@ -451,3 +454,11 @@ def quantized_kernel(layer):
     if isinstance(quantizer, LNSQuantizer):
         return quantizer(latent, training=False)
     return quantizer(latent)
+
+
+def lns_layers(model):
+    """The layers of `model` whose kernel quantizer is an `LNSQuantizer`."""
+    return [
+        layer for layer in all_layers(model)
+        if isinstance(getattr(layer, "kernel_quantizer", None), LNSQuantizer)
+    ]

@@ -36,7 +36,7 @@ import tensorflow as tf
 
 from lns_larq import callbacks as lns_callbacks
 from lns_larq import data, distribute, imagenet, models
-from lns_larq.lns import _all_layers, copy_weights, is_binarized_conv
+from lns_larq.keras_utils import all_layers, copy_weights, is_binarized_conv
 from lns_larq.methods import Run
 from lns_larq.quantizers import WEIGHT_QUANTIZERS, scale_kind
 
@@ -91,8 +91,8 @@ class TrainConfig:
     warmup_lr: float = 1e-3
     warmup_objective: str = "noisy"
     warmup_alpha: float = 1.0
-    warmup_agreement: float = 0.9999  # 0: no early stop; 1 - rho: the stop the controlled task rewards
-    warmup_layer_agreement: float = 0.999
+    warmup_agreement: float = 1.0  # 0: no early stop; 1 - rho: the stop the controlled task rewards
+    warmup_layer_agreement: float = 1.0
     # BONN
     bonn_lambda: float = 1e-2
     bonn_theta: float = 1e-1
@@ -188,8 +188,8 @@ def load_pretrained(path, model, base_factory):
             raise ConfigError(
                 f"pretrained {path}: weights do not match {source.name} ({_first_line(e)})"
             ) from None
-    source_layers = {layer.name: layer for layer in _all_layers(source)}
-    for layer in _all_layers(model):
+    source_layers = {layer.name: layer for layer in all_layers(source)}
+    for layer in all_layers(model):
         other = source_layers.get(layer.name)
         if layer.weights and other is None:
             raise ConfigError(
@@ -393,7 +393,7 @@ def _run(config, write_dir):
     if previous_best is not None:
         best.best = previous_best
     callbacks = []
-    if any(is_binarized_conv(layer) for layer in _all_layers(model)):
+    if any(is_binarized_conv(layer) for layer in all_layers(model)):
         callbacks.append(lns_callbacks.FlipRate(
             reference_path=os.path.join(write_dir, "flip_reference.npz"), layer_log_dir=write_dir))
     if method is not None:

@@ -9,7 +9,8 @@ import pytest
 import tensorflow as tf
 
 from lns_larq import lns
-from lns_larq.callbacks import FlipRate, LNSMonitor
+from lns_larq.callbacks import FlipRate
+from lns_larq.lns import LNSMonitor
 from lns_larq.quantizers import LNSQuantizer
 
 

@@ -17,6 +17,7 @@ import pytest
 import tensorflow as tf
 
 from lns_larq import export, lns, models
+from lns_larq.keras_utils import all_layers, is_binarized_conv
 from lns_larq.quantizers import LNSQuantizer, quantized_kernel
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -25,7 +26,7 @@ BINARY_CONVS = 18  # ResNet-20: 3 stages x 3 blocks x 2 binary 3x3 convs
 
 def calibrate_batch_norm(model, images):
     """Set every batch norm's moving statistics to those of `images`."""
-    norms = [l for l in lns._all_layers(model) if isinstance(l, tf.keras.layers.BatchNormalization)]
+    norms = [l for l in all_layers(model) if isinstance(l, tf.keras.layers.BatchNormalization)]
     for layer in norms:
         layer.momentum = 0.0
     model(images, training=True)
@@ -79,7 +80,7 @@ def test_bake_keeps_predictions_and_removes_every_mapping_weight(quantizer, dore
     assert min(flips) > 0 and np.mean(flips) > 0.01
     for layer in lns.lns_layers(model):
         target = baked.get_layer(layer.name)
-        assert lns.is_binarized_conv(target)
+        assert is_binarized_conv(target)
         mapped = quantized_kernel(layer).numpy()
         latent = target.kernel.latent_variable.numpy()
         # The baked kernel holds the mapped weights, not s * sign(W)...

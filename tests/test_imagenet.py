@@ -16,12 +16,12 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from lns_larq import export, imagenet, lns, models, training
-from lns_larq.lns import is_binarized_conv
+from lns_larq.keras_utils import all_layers, is_binarized_conv
 from lns_larq.quantizers import quantized_kernel
 
 
 def binary_convs(model):
-    return [layer for layer in lns._all_layers(model) if is_binarized_conv(layer)]
+    return [layer for layer in all_layers(model) if is_binarized_conv(layer)]
 
 
 def consumers(layer):

@@ -5,8 +5,7 @@ import tensorflow as tf
 
 import lns_larq
 from lns_larq import losses, models, noisy_filters
-from lns_larq.callbacks import lns_state
-from lns_larq.lns import agreement, labels_as_weights, lns_layers, mapping_only, warm_start
+from lns_larq.lns import agreement, labels_as_weights, lns_layers, lns_state, mapping_only, warm_start
 from lns_larq.quantizers import LNSQuantizer, quantized_kernel
 
 

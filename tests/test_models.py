@@ -4,7 +4,7 @@ import pytest
 import tensorflow as tf
 
 from lns_larq import models
-from lns_larq.lns import is_binarized_conv
+from lns_larq.keras_utils import is_binarized_conv
 from lns_larq.quantizers import quantized_kernel
 
 

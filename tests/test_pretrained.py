@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from lns_larq import data, export, models, pretrained
+from lns_larq import data, export, models, pretrained, shipping
 from lns_larq.quantizers import quantized_kernel
 
 from .conftest import CIFAR_NPZ
@@ -85,13 +85,13 @@ def test_a_corrupt_file_unknown_weights_and_conflicting_options_are_one_line_err
 
 
 def test_save_writes_a_loadable_entry(tmp_path):
-    """`pretrained.save` (behind train/ship_weights.py) round-trips an LNS model."""
+    """`shipping.save` (behind train/ship_weights.py) round-trips an LNS model."""
     tf.keras.utils.set_random_seed(0)
     model = models.get("resnet8_lns", quantizer="dorefa")
     arrays = data.load("cifar10", data_path=CIFAR_NPZ)
     images, labels = arrays.x_test[:64], arrays.y_test[:64]
-    item = pretrained.save(model, "resnet8_lns", "test", "dorefa", images, labels, data="test", command="test",
-                           directory=str(tmp_path))
+    item = shipping.save(model, "resnet8_lns", "test", "dorefa", images, labels, data="test", command="test",
+                         directory=str(tmp_path))
     assert os.path.exists(tmp_path / "manifest.json") and item.sha256 == pretrained.sha256(tmp_path / item.file)
     fresh = models.get("resnet8", quantizer="dorefa")
     fresh.load_weights(str(tmp_path / item.file))

@@ -152,3 +152,44 @@ def test_report_gives_a_baseline_its_last_epoch(tmp_path):
     (row,) = _rows(tmp_path / "results" / "results.csv")
     assert (row["selection"], int(row["selected_epoch"]), float(row["accuracy"])) == ("last epoch", 3, 0.6)
     assert "| dorefa | baseline | 1 | 60.00 ± 0.00 |" in (tmp_path / "results" / "results.md").read_text()
+
+
+def _dry_run(*args):
+    result = subprocess.run([sys.executable, REPRODUCE, "--dry_run", *args], cwd=ROOT, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    runs = {}
+    for line in result.stdout.splitlines():
+        if "fit.py" in line:
+            options = dict(a[2:].split("=", 1) for a in line.split()[2:])
+            runs[options["output_dir"]] = options
+    return runs
+
+
+def test_medium_protocol_schedule_and_arms(tmp_path):
+    """`medium` fine-tunes another campaign's baseline for 12 epochs at a tenth of the
+    baseline's learning rate, x0.1 at 1/4, 1/2 and 3/4 of the epochs, selecting on
+    10,000 held-out images; the LNS arm warm-starts to full agreement (fit.py's
+    default) and `lns_stop_rho` at 1 - rho overall with no per-layer bound."""
+    runs_dir, baselines = str(tmp_path / "medium"), str(tmp_path / "short")
+    runs = _dry_run("--protocol", "medium", "--runs_dir", runs_dir, "--baselines_dir", baselines,
+                    "--arms", "baseline,finetune,lns,lns_stop_rho", "--seeds", "2")
+    base = os.path.join(baselines, "dorefa", "seed0", "baseline")
+    assert base in runs and runs[base]["epochs"] == "90" and runs[base]["lr"] == "0.005"
+    arms = {out: o for out, o in runs.items() if out.startswith(runs_dir)}
+    assert sorted(os.path.relpath(out, runs_dir) for out in arms) == sorted(
+        os.path.join("dorefa", f"seed{s}", arm) for s in (0, 1) for arm in ("finetune", "lns", "lns_stop_rho"))
+    for out, o in arms.items():
+        epochs = int(o["epochs"])
+        assert epochs >= 12 and float(o["lr"]) == float(runs[base]["lr"]) / 10
+        assert o["lr_schedule"] == "step" and o["optimizer"] == "adam"
+        assert [int(b) for b in o["lr_boundaries"].split(",")] == [epochs // 4, epochs // 2, 3 * epochs // 4]
+        assert o["validation_size"] == "10000" and o["pretrained"] == os.path.join(base, "model.keras")
+        arm = os.path.basename(out)
+        assert o["model"] == ("resnet20" if arm == "finetune" else "resnet20_lns")
+        if arm != "finetune":
+            assert o["warmup_epochs"] == "1"
+        if arm == "lns":
+            assert "warmup_agreement" not in o and "warmup_layer_agreement" not in o
+        if arm == "lns_stop_rho":
+            assert float(o["warmup_agreement"]) == 0.995 and float(o["warmup_layer_agreement"]) == 0.0

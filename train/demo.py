@@ -38,7 +38,8 @@ def main(argv):
     print("== 2/3 LNS: warm start of the mappings, then fine-tuning from the baseline")
     lns = training.run(training.TrainConfig(
         model="resnet20_lns", pretrained=os.path.join(base_dir, "model.keras"), alpha=1.0,
-        # Digits have 23 batches an epoch; the warm start stops at agreement 1 - rho.
+        # Digits have 23 batches an epoch: the warm start runs until every binary
+        # weight agrees with sign(W), for at most 10 epochs (230 steps).
         rho_pos=0.005, warmup_epochs=10, epochs=max(1, FLAGS.epochs // 5), lr=1e-3,
         output_dir=lns_dir, command=" ".join(sys.argv), **common))
     print("== 3/3 export through Larq Compute Engine")

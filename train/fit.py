@@ -76,11 +76,11 @@ flags.DEFINE_float("warmup_lr", 1e-3, "Adam learning rate of the warm start.", l
 flags.DEFINE_enum("warmup_objective", "noisy", ["full", "noisy"],
                   "Warm-start loss: full (cross-entropy + warmup_alpha * aux) or noisy (warmup_alpha * aux only).")
 flags.DEFINE_float("warmup_alpha", 1.0, "Weight of the noisy-supervision loss in the warm start (also when --alpha 0).", lower_bound=0)
-flags.DEFINE_float("warmup_agreement", 0.9999, "Stop the warm start once this fraction of all binary weights agrees "
+flags.DEFINE_float("warmup_agreement", 1.0, "Stop the warm start once this fraction of all binary weights agrees "
                    "with the noisy labels, and --warmup_layer_agreement of every layer's (0: never; 1 - rho, "
                    "e.g. 0.995 with --warmup_layer_agreement 0: the stop the controlled task rewards).",
                    lower_bound=0, upper_bound=1)
-flags.DEFINE_float("warmup_layer_agreement", 0.999, "The agreement every LNS layer must reach before the warm start "
+flags.DEFINE_float("warmup_layer_agreement", 1.0, "The agreement every LNS layer must reach before the warm start "
                    "stops (0: no per-layer condition).", lower_bound=0, upper_bound=1)
 # BONN (models named *_bonn; see docs/bonn.md for the scale convention)
 flags.DEFINE_float("bonn_lambda", 1e-2, "BONN kernel-loss weight: lambda/2 * sum over binary convs of the per-weight mean Bayesian kernel loss.", lower_bound=0)

@@ -8,7 +8,7 @@ selected) and `metrics.json` (its quantizer and command),
 bakes an LNS model into its inference network, writes
 `lns_larq/weights/<name>_<weights>.weights.h5` and its entry in
 `lns_larq/weights/manifest.json` (SHA-256, test accuracy on the whole test split
-and on its first 1,000 images, data, command). See `lns_larq/pretrained.py`.
+and on its first 1,000 images, data, command). See `lns_larq/shipping.py`.
 """
 
 import json
@@ -38,7 +38,7 @@ def _relative(command):
 def main(argv):
     if len(argv) > 1:
         sys.exit(f"ship_weights.py: error: unexpected arguments {argv[1:]}")
-    from lns_larq import data, export, models, pretrained
+    from lns_larq import data, export, models, shipping
 
     metrics_path = os.path.join(FLAGS.run, "metrics.json")
     if not os.path.exists(metrics_path):
@@ -55,13 +55,18 @@ def main(argv):
     held_out = config.get("validation_size", 0)
     description = (f"CIFAR-10, JPEG q75 copy ({os.path.basename(FLAGS.data_path)})"
                    + (f", {held_out} training images held out" if held_out else ""))
-    item = pretrained.save(
+    # The images the run held out to select its epoch (the same for every seed).
+    holdout = data.split_validation(arrays, held_out)[1] if held_out else None
+    item = shipping.save(
         model, FLAGS.name, FLAGS.weights, config["quantizer"], arrays.x_test, arrays.y_test,
         data=description, command=_relative(metrics["command"]) + f"  # {FLAGS.checkpoint}",
+        holdout=holdout,
     )
     print(f"{FLAGS.name} (weights={FLAGS.weights!r}): {item.file}, "
           f"{os.path.getsize(item.path) / 1024:.0f} KiB, test accuracy {100 * item.test_accuracy:.2f} % "
-          f"(first 1,000: {100 * item.first_1000_accuracy:.1f} %); the run's own figures: last epoch "
+          f"(first 1,000: {100 * item.first_1000_accuracy:.1f} %)"
+          + (f", hold-out {100 * item.holdout_accuracy:.2f} %" if item.holdout_accuracy is not None else "")
+          + f"; the run's own figures: last epoch "
           f"{100 * metrics['test_accuracy']:.2f} %"
           + (f", hold-out-selected {100 * selected:.2f} %" if (selected := metrics.get("selected_test_accuracy")) else ""))
 

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Commit the small result files of every complete campaign run (metrics.json,
+# logs, per-layer figures, warm-start report); models and checkpoints stay out.
+cd "$(dirname "$0")/.."
+files=$(find campaigns -name metrics.json -printf '%h\n' | while read -r run; do
+  for f in metrics.json log.csv layers.csv fit.log warmup.json warmup_log.csv warmup/layers.csv elapsed.json; do
+    [ -f "$run/$f" ] && echo "$run/$f"
+  done
+done)
+git add $files campaigns/*/campaign.log docs/results 2>/dev/null
+git diff --cached --quiet || git commit -qm "${1:-Campaign results}" && git log --oneline -1

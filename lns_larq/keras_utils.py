@@ -1,0 +1,141 @@
+"""Keras model surgery that every method and the export share, knowing none of them.
+
+- walking a model's layers, nested models included (`all_layers`);
+- cloning it layer by layer, nested models included (`clone_nested`);
+- copying weights into a model with the same layer names (`copy_weights`);
+- recognising binarized Larq layers (`is_binarized_conv`, `is_binarized`,
+  `check_binarized_layers_convertible`).
+
+```python
+from lns_larq import models
+from lns_larq.keras_utils import all_layers, clone_nested, copy_weights, is_binarized_conv
+
+def without_kernel_quantizer(layer):
+    config = layer.get_config()
+    if is_binarized_conv(layer):
+        config["kernel_quantizer"] = None
+    return layer.__class__.from_config(config)
+
+model = models.get("resnet20")
+binary = [layer.name for layer in all_layers(model) if is_binarized_conv(layer)]  # 18 convs
+latent = clone_nested(model, without_kernel_quantizer)  # convolves with the latent weights
+copy_weights(model, latent)
+```
+"""
+
+from collections.abc import Callable, Iterable, Iterator
+
+import larq as lq
+import tensorflow as tf
+
+__all__ = [
+    "all_layers",
+    "check_binarized_layers_convertible",
+    "clone_nested",
+    "copy_weights",
+    "is_binarized",
+    "is_binarized_conv",
+]
+
+# The attributes under which Larq layers keep their weight quantizers.
+_QUANTIZER_ATTRIBUTES = ("kernel_quantizer", "depthwise_quantizer", "pointwise_quantizer")
+
+
+def all_layers(model: tf.keras.Model) -> Iterator[tf.keras.layers.Layer]:
+    """The layers of `model` in order, each nested model replaced by its own layers."""
+    for layer in model.layers:
+        if isinstance(layer, tf.keras.Model):
+            yield from all_layers(layer)
+        else:
+            yield layer
+
+
+def clone_nested(
+    model: tf.keras.Model, clone_layer: Callable[[tf.keras.layers.Layer], tf.keras.layers.Layer]
+) -> tf.keras.Model:
+    """`tf.keras.models.clone_model` with `clone_layer(layer)` applied to every layer,
+    nested models included (`clone_model` itself copies a nested model, a `Sequential`
+    inside a functional model say, without calling `clone_layer` on its layers).
+
+    ```python
+    copy = clone_nested(model, lambda layer: layer.__class__.from_config(layer.get_config()))
+    ```
+    """
+
+    def clone_function(layer):
+        if isinstance(layer, tf.keras.Model):
+            return clone_nested(layer, clone_layer)
+        return clone_layer(layer)
+
+    return tf.keras.models.clone_model(model, clone_function=clone_function)
+
+
+def copy_weights(source: tf.keras.Model, target: tf.keras.Model) -> None:
+    """Copy every weight of `source` into the layer of the same name in `target`.
+
+    Latent weights are copied (a Larq `QuantizedVariable`'s unquantized value). A layer
+    of `target` may have more weights than its namesake (an LNS conv's mapping network,
+    say); those are left as they are.
+
+    # Raises
+        ValueError: if a layer with weights is missing from `target`, or a weight's
+            shape differs from its counterpart's.
+    """
+    targets = {layer.name: layer for layer in all_layers(target)}
+    for layer in all_layers(source):
+        if not layer.weights:
+            continue
+        if layer.name not in targets:
+            raise ValueError(f"Layer {layer.name!r} of {source.name!r} is not in {target.name!r}.")
+        dest = targets[layer.name].weights
+        for i, weight in enumerate(layer.weights):
+            if i >= len(dest) or tuple(dest[i].shape) != tuple(weight.shape):
+                raise ValueError(
+                    f"Weight {weight.name} {tuple(weight.shape)} of layer {layer.name!r} "
+                    f"does not match the target layer's weights."
+                )
+            dest[i].assign(tf.convert_to_tensor(getattr(weight, "latent_variable", weight)))
+
+
+def is_binarized_conv(layer: tf.keras.layers.Layer) -> bool:
+    """Whether `layer` is a Larq `QuantConv2D` whose kernel quantizer is binary (precision 1)."""
+    quantizer = getattr(layer, "kernel_quantizer", None)
+    return isinstance(layer, lq.layers.QuantConv2D) and getattr(quantizer, "precision", None) == 1
+
+
+def is_binarized(layer: tf.keras.layers.Layer) -> bool:
+    """Whether `layer` is a Larq layer with a binary (precision 1) weight quantizer, of any kind."""
+    return any(getattr(getattr(layer, attr, None), "precision", None) == 1 for attr in _QUANTIZER_ATTRIBUTES)
+
+
+def check_binarized_layers_convertible(model: tf.keras.Model, method: str, keep: Iterable[str] = ()) -> None:
+    """Check that `method`, which converts binarized `QuantConv2D`s only, can convert
+    every binarized layer of `model` that is not named in `keep`.
+
+    A layer left binarized by sign(W) would change what the user asked for without a
+    word, so it is an error.
+
+    # Arguments
+        model: A Keras model with Larq layers.
+        method: The method's name, for the message (`"LNS"`, `"BONN"`).
+        keep: Names of binarized layers to leave as they are.
+
+    # Raises
+        ValueError: naming every such layer, or the names in `keep` that `model` lacks.
+    """
+    names = {layer.name for layer in all_layers(model)}
+    unknown = sorted(set(keep) - names)
+    if unknown:
+        raise ValueError(f"keep names layers that {model.name!r} does not have: {unknown}.")
+    blocked = [
+        f"{layer.name!r} ({type(layer).__name__})"
+        for layer in all_layers(model)
+        if is_binarized(layer) and not is_binarized_conv(layer) and layer.name not in keep
+    ]
+    if blocked:
+        raise ValueError(
+            f"{method} cannot convert the binarized layer(s) {', '.join(blocked)} of {model.name!r}: "
+            "it converts binarized QuantConv2D layers only. Express a binary dense layer as "
+            "a 1x1 QuantConv2D, or pass keep=[...] with these names to leave them as they are."
+        )
+

@@ -1,0 +1,92 @@
+"""Ship a trained model's weights with the package: `save`, behind `train/ship_weights.py`.
+
+What ships is a model's inference network (an LNS model is baked first, see
+`lns_larq.export.bake`), written to `lns_larq/weights/` with its entry in the
+manifest, from which `lns_larq.pretrained` and `lns_larq.models.get(name,
+weights=...)` load it.
+
+```python
+item = lns_larq.shipping.save(model, "resnet20_lns", "cifar10", "dorefa", x_test, y_test,
+                              data="CIFAR-10", command="python train/fit.py ...", directory="/tmp/weights")
+```
+"""
+
+import dataclasses
+import json
+import os
+
+import numpy as np
+
+from lns_larq import export, models, pretrained
+from lns_larq.quantizers import lns_layers
+
+__all__ = ["save"]
+
+
+def save(model, name, weights, quantizer, images, labels, data, command, directory=pretrained.WEIGHTS_DIR,
+         holdout=None):
+    """Ship `model`'s inference weights as `lns_larq.models.get(name, weights=weights)`.
+
+    A method variant (LNS) is baked first, so the file holds the base
+    architecture's weights; `quantizer` is the model's weight quantizer
+    (`"dorefa"`, `"xnor"`, `"binarynet"`), an option the weights need. The file is checked by loading it into a fresh base
+    model, whose accuracy on `images` (uint8) and `labels` is what the manifest
+    states, over all of them and over the first 1,000; and on `holdout`, the
+    `(images, labels)` the run held out to select its epoch, if given.
+
+    # Returns
+        The `Pretrained` entry written to `directory/manifest.json`.
+    """
+    base, _ = models.split_name(name)
+    if lns_layers(model):
+        model = export.bake(model)
+    os.makedirs(directory, exist_ok=True)
+    file = f"{name}_{weights}.weights.h5"
+    path = os.path.join(directory, file)
+    model.save_weights(path)
+    fresh = models.get(base, quantizer=quantizer)
+    fresh.load_weights(path)
+
+    def correct(x, y):
+        predictions = np.argmax(fresh.predict(pretrained.preprocess(x), batch_size=500, verbose=0), axis=-1)
+        return predictions == np.asarray(y).reshape(-1)
+
+    test = correct(images, labels)
+    item = pretrained.Pretrained(
+        file=file, sha256=pretrained.sha256(path), options=dict(quantizer=quantizer),
+        test_accuracy=float(test.mean()), first_1000_accuracy=float(test[:1000].mean()),
+        data=data, command=command,
+        holdout_accuracy=None if holdout is None else float(correct(*holdout).mean()),
+    )
+    manifest = pretrained.read_manifest(directory)
+    manifest[f"{name}/{weights}"] = dataclasses.asdict(item)
+    with open(os.path.join(directory, pretrained.MANIFEST), "w") as f:
+        json.dump(manifest, f, indent=2, sort_keys=True)
+        f.write("\n")
+    _write_readme(directory, manifest)
+    if directory == pretrained.WEIGHTS_DIR:
+        pretrained.register(name, weights, item)
+    return item
+
+
+def _write_readme(directory, manifest):
+    """`directory/README.md`: what each shipped file is, beside the files."""
+    lines = [
+        "# Shipped weights",
+        "",
+        "Written by `train/ship_weights.py`; load with "
+        "`lns_larq.models.get(name, weights=...)`, which checks each file's SHA-256 "
+        "(`lns_larq/pretrained.py`). Inputs: `lns_larq.pretrained.preprocess(uint8_images)`.",
+        "",
+        "| model | weights | file | test accuracy % | hold-out accuracy % | first 1,000 test images % | data | command |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for key, item in sorted(manifest.items()):
+        name, weights = key.split("/")
+        lines.append(
+            f"| `{name}` | `{weights}` | `{item['file']}` | {100 * item['test_accuracy']:.2f} | "
+            + (f"{100 * item['holdout_accuracy']:.2f}" if item.get("holdout_accuracy") is not None else "–")
+            + f" | {100 * item['first_1000_accuracy']:.1f} | {item['data']} | `{item['command']}` |"
+        )
+    with open(os.path.join(directory, "README.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
