@@ -45,7 +45,7 @@ def main(argv):
     print("== 3/3 export through Larq Compute Engine")
     import tensorflow as tf
 
-    from lns_larq import export
+    from lns_larq import cpu, export
 
     tflite_path = os.path.join(FLAGS.output_dir, "resnet20_lns.tflite")
     report = export.export_tflite(export.load_model(lns["model_path"]), tflite_path)
@@ -59,7 +59,7 @@ def main(argv):
         ("after LNS fine-tuning", f"{100 * lns['test_accuracy']:.1f} %, "
                                   f"{100 * lns['final_flip_rate_total']:.2f} % of binary weights flipped"),
         ("exported", f"{tflite_path}: {report.bconv_ops}/{report.binary_layers} binary convs are LceBconv2d"),
-        ("wall time", f"{time.time() - start:.0f} s"),
+        ("wall time", f"{time.time() - start:.0f} s on {cpu.describe()}"),
     ]
     width = max(len(k) for k, _ in rows)
     print("\n" + "\n".join(f"{k:<{width}}  {v}" for k, v in rows))

@@ -1,0 +1,72 @@
+"""`train/benchmark.py`: step times of every model, taken in turns, their medians and
+ratios, the CPU named, the JSON written; and a one-line error for bad input.
+
+Tiny models and inputs: the test checks what the script measures and reports, not
+how fast anything is.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from .conftest import ROOT
+
+SCRIPT = os.path.join(ROOT, "train", "benchmark.py")
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, SCRIPT, *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_benchmark_times_every_step_and_writes_the_table_as_json(tmp_path):
+    out = tmp_path / "bench.json"
+    result = _run("--models", "resnet8,resnet8_lns", "--batch_size", "8", "--steps", "20", "--warmup", "1", "--dataset", "digits", "--block", "5",
+                  "--output", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    from lns_larq import cpu
+
+    first = result.stdout.splitlines()[0]
+    assert first.startswith(f"CPU: {cpu.model_name()}") and " cores, oneDNN o" in first
+    report = json.loads(out.read_text())
+    assert report["onednn"] is cpu.onednn_enabled() and report["cores"] == cpu.cores()
+    base, lns = report["results"]
+    assert (base["model"], lns["model"]) == ("resnet8", "resnet8_lns")
+    for r in (base, lns):
+        steps = np.array(r["train_step_times_s"])
+        assert steps.shape == (20,) and np.all(steps > 0)  # one time per step, not one per run
+        assert r["train_step_s"]["median"] == pytest.approx(np.median(steps))
+        assert r["train_step_s"]["p25"] <= r["train_step_s"]["median"] <= r["train_step_s"]["p75"]
+        assert r["train_images_per_s"] == pytest.approx(8 / np.median(steps))
+        assert len(r["train_step_cpu_times_s"]) == 20
+        assert len(r["pipeline_step_times_s"]) == 20  # 4 blocks of 5 on the digits' pipeline
+        assert r["pipeline_ratio"]["p25"] <= r["pipeline_ratio"]["median"] <= r["pipeline_ratio"]["p75"]
+    assert base["step_ratio"]["median"] == 1.0
+    # The ratio is paired round by round; rounds alternate the order of the models.
+    ratios = np.array(lns["train_step_times_s"]) / np.array(base["train_step_times_s"])
+    assert lns["step_ratio"]["median"] == pytest.approx(np.median(ratios))
+    assert f"{lns['step_ratio']['median']:.2f}x" in result.stdout
+
+
+BAD_INPUT = [
+    (["--models", "resnet21"], "benchmark.py: error: unknown models ['resnet21']"),
+    (["--input_shape", "32,32"], "benchmark.py: error: --input_shape must be H,W,C, got 32,32"),
+    (["--input_shape", "16,16,3", "--dataset", "digits"],
+     "benchmark.py: error: the data has images (32, 32, 3) and 10 classes; pass --input_shape"),
+]
+
+
+def test_bad_input_is_one_line(tmp_path):
+    # All at once: each case is mostly TensorFlow's import.
+    processes = [subprocess.Popen([sys.executable, SCRIPT, *args, "--output", str(tmp_path / "no.json")],
+                                  cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for args, _ in BAD_INPUT]
+    for process, (_, message) in zip(processes, BAD_INPUT):
+        _, stderr = process.communicate(timeout=600)
+        assert process.returncode != 0 and "Traceback" not in stderr
+        assert stderr.strip().splitlines()[-1].startswith(message), stderr[-2000:]
+    assert not (tmp_path / "no.json").exists()
