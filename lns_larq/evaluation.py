@@ -12,10 +12,10 @@ in a `Dense` without activation) unless the model's last layer is a softmax.
 
 ```python
 import lns_larq
-from lns_larq import data, evaluation, models
+from lns_larq import data, evaluation, keras_utils, models
 
 arrays = data.load("digits")  # or data.load("cifar10", data_path="cifar10.npz")
-model = models.get("resnet20", quantizer="dorefa")  # or evaluation.load_model("runs/<run>/model.keras")
+model = models.get("resnet20", quantizer="dorefa")  # or keras_utils.load_model("runs/<run>/model.keras")
 evaluation.check_compatible(model, arrays.input_shape, arrays.num_classes)
 results = evaluation.evaluate(model, arrays, limit=100)
 print(evaluation.format_summary(results))
@@ -25,12 +25,12 @@ evaluation.plot_confusion(results["confusion_matrix"], "/tmp/confusion.png",
 """
 
 import math
-import os
 
 import numpy as np
 import tensorflow as tf
 
 from lns_larq import data as lns_data
+from lns_larq.keras_utils import load_model
 
 __all__ = [
     "CIFAR10_CLASSES",
@@ -52,29 +52,7 @@ CIFAR10_CLASSES = (
 
 
 class EvaluationError(ValueError):
-    """A model that cannot be loaded, or model and data that do not fit together."""
-
-
-def _first_line(error):
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
-def load_model(path):
-    """The Keras model saved at `path` (`.keras`, `.h5`), uncompiled.
-
-    LNS models (`lns_larq.LNSQuantizer`) and BONN models (`lns_larq.bonn.BONNModel`)
-    load too: importing `lns_larq` registers their classes.
-
-    # Raises
-        EvaluationError: with a one-line reason if the file is missing or unreadable.
-    """
-    if not os.path.isfile(path):
-        raise EvaluationError(f"{path}: no such file")
-    try:
-        return tf.keras.models.load_model(path, compile=False)
-    except Exception as e:  # Keras raises many types for unreadable files
-        raise EvaluationError(f"{path}: cannot load the model ({_first_line(e)})") from None
+    """Model and data that do not fit together."""
 
 
 def class_names(dataset, num_classes):

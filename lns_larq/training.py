@@ -37,7 +37,7 @@ import tensorflow as tf
 
 from lns_larq import callbacks as lns_callbacks
 from lns_larq import data, distribute, imagenet, methods, models
-from lns_larq.keras_utils import all_layers, copy_weights, is_binarized_conv
+from lns_larq.keras_utils import all_layers, copy_weights, is_binarized_conv, load_model
 from lns_larq.methods import Run
 from lns_larq.quantizers import WEIGHT_QUANTIZERS, scale_kind
 
@@ -186,9 +186,9 @@ def load_pretrained(path, model, base_factory):
     """
     if path.endswith(".keras") or (path.endswith(".h5") and not path.endswith(".weights.h5")):
         try:
-            source = tf.keras.models.load_model(path, compile=False)
-        except Exception as e:  # Keras raises many types for unreadable files
-            raise ConfigError(f"pretrained {path}: cannot load the model ({_first_line(e)})") from None
+            source = load_model(path)
+        except ValueError as e:  # one line: "<path>: cannot load the model (<reason>)"
+            raise ConfigError(f"pretrained {e}") from None
     else:
         source = base_factory()
         try:

@@ -75,11 +75,11 @@ def main(argv):
     stem = os.path.splitext(os.path.basename(model_path))[0]
 
     import lns_larq  # noqa: F401  (selects Keras 2 before TensorFlow loads; registers LNS, BONN)
-    from lns_larq import data, evaluation
+    from lns_larq import data, evaluation, keras_utils
 
     try:
-        model = evaluation.load_model(FLAGS.model_path)
-    except evaluation.EvaluationError as e:
+        model = keras_utils.load_model(FLAGS.model_path)
+    except ValueError as e:
         _fail(f"--model_path {e}")
     arrays = load_data(data)
     try:
