@@ -30,6 +30,8 @@ import os
 
 import tensorflow as tf
 
+from lns_larq.errors import first_line
+
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 
 __all__ = ["STRATEGIES", "StrategyError", "get_strategy", "is_chief", "worker_index"]
@@ -101,8 +103,7 @@ def get_strategy(name="default", tpu=None):
             tf.tpu.experimental.initialize_tpu_system(resolver)
         except (ValueError, RuntimeError, tf.errors.OpError) as e:
             where = f"TPU {tpu!r}" if tpu else "a TPU in this environment (TPU_NAME, Cloud TPU VM)"
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise StrategyError(f"strategy tpu: cannot reach {where} ({reason}).") from None
+            raise StrategyError(f"strategy tpu: cannot reach {where} ({first_line(e)}).") from None
         return tf.distribute.TPUStrategy(resolver)
     raise StrategyError(f"Unknown strategy {name!r}; choose one of {STRATEGIES}.")
 

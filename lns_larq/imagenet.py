@@ -22,6 +22,7 @@ import dataclasses
 import tensorflow as tf
 
 from lns_larq.data import DataError
+from lns_larq.errors import first_line
 
 NAME = "imagenet2012"
 NUM_CLASSES = 1000
@@ -67,11 +68,10 @@ def load(data_dir=None, manual_dir=None, image_size=IMAGE_SIZE):
             download_config=tfds.download.DownloadConfig(manual_dir=manual_dir)
         )
     except (AssertionError, OSError, ValueError, tf.errors.OpError) as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise DataError(
             f"{NAME}: not prepared in data_dir {data_dir or '~/tensorflow_datasets'} and "
             f"cannot be built: put ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar "
-            f"in --manual_dir (default <data_dir>/downloads/manual) ({reason})."
+            f"in --manual_dir (default <data_dir>/downloads/manual) ({first_line(e)})."
         ) from None
     return ImageNet(builder, image_size=image_size)
 

@@ -37,6 +37,7 @@ import tensorflow as tf
 
 from lns_larq import callbacks as lns_callbacks
 from lns_larq import data, distribute, imagenet, methods, models
+from lns_larq.errors import first_line
 from lns_larq.keras_utils import all_layers, copy_weights, is_binarized_conv, load_model
 from lns_larq.methods import Run
 from lns_larq.quantizers import WEIGHT_QUANTIZERS, scale_kind
@@ -173,10 +174,6 @@ def build_model(config, input_shape, num_classes, method=True):
     return models.get(config.model, **options, **wrapper.options_from_config(config))
 
 
-def _first_line(error):
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-
-
 def load_pretrained(path, model, base_factory):
     """Copy the weights saved at `path` into `model`.
 
@@ -197,7 +194,7 @@ def load_pretrained(path, model, base_factory):
                 status.assert_existing_objects_matched()
         except Exception as e:
             raise ConfigError(
-                f"pretrained {path}: weights do not match {source.name} ({_first_line(e)})"
+                f"pretrained {path}: weights do not match {source.name} ({first_line(e)})"
             ) from None
     source_layers = {layer.name: layer for layer in all_layers(source)}
     for layer in all_layers(model):

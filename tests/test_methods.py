@@ -113,8 +113,10 @@ def test_a_new_method_with_an_option_is_one_module_and_one_registration_line(toy
 
 def test_fit_py_has_the_flag_of_a_method_registered_before_it(toy, tmp_path):
     fit = os.path.join(ROOT, "train", "fit.py")
-    script = ("import sys, runpy; sys.path.insert(0, sys.argv.pop(1)); import toy_method; "
-              "sys.argv[0] = sys.argv.pop(1); runpy.run_path(sys.argv[0], run_name='__main__')")
+    # As `python train/fit.py` with the toy's module imported first (train/ on the path, as Python puts it).
+    script = ("import os, sys, runpy; sys.path.insert(0, sys.argv.pop(1)); import toy_method; "
+              "sys.argv[0] = sys.argv.pop(1); sys.path.insert(0, os.path.dirname(sys.argv[0])); "
+              "runpy.run_path(sys.argv[0], run_name='__main__')")
     result = subprocess.run(
         [sys.executable, "-c", script, str(tmp_path), fit, "--model", "resnet8_toy", "--toy_gain", "0.5",
          "--summary"], capture_output=True, text=True, cwd=ROOT, timeout=600)

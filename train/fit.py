@@ -21,6 +21,7 @@ import sys
 import lns_larq  # noqa: F401  (selects Keras 2 before TensorFlow loads)
 from absl import app, flags, logging
 
+from cli import fail
 from lns_larq import methods, models, training
 from lns_larq.data import DataError
 
@@ -87,7 +88,7 @@ def config_from_flags():
 def main(argv):
     logging.set_verbosity(logging.WARNING)
     if len(argv) > 1:
-        sys.exit(f"fit.py: error: unexpected arguments {argv[1:]}")
+        fail(f"unexpected arguments {argv[1:]}")
     try:
         config = config_from_flags()
         if FLAGS.summary:
@@ -100,7 +101,7 @@ def main(argv):
             return
         metrics = training.run(config)
     except (training.ConfigError, DataError) as e:
-        sys.exit(f"fit.py: error: {e}")
+        fail(str(e))
     if "test_top5_accuracy" in metrics:
         print(f"test top-5 accuracy {metrics['test_top5_accuracy']:.4f}")
     print(f"test accuracy {metrics['test_accuracy']:.4f}  test loss {metrics['test_loss']:.4f}  "

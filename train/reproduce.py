@@ -39,6 +39,7 @@ import sys
 
 from absl import app, flags
 
+from cli import fail
 from lns_larq import protocols, report
 from lns_larq.protocols import ARMS, DEFAULT_ARMS, PROTOCOLS
 from lns_larq.stats import mean_std
@@ -101,7 +102,7 @@ def run_fit(args, out):
     with open(os.path.join(out, "fit.log"), "a") as log:
         result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     if result.returncode:
-        sys.exit(f"reproduce.py: error: run failed (exit {result.returncode}), see {out}/fit.log")
+        fail(f"run failed (exit {result.returncode}), see {out}/fit.log")
 
 
 def data_label():
@@ -153,7 +154,7 @@ def summarize(folders, results_dir):
     try:
         rows, lines = report.write_results(folders, results_dir, ROOT, FLAGS.protocol, data_label(), holdout())
     except ValueError as e:
-        sys.exit(f"reproduce.py: error: {e}")
+        fail(str(e))
     print("\n".join(lines))
     return rows
 
@@ -180,14 +181,14 @@ def sweep(runs_dir, results_dir):
     """
     name, _, values = FLAGS.sweep.partition("=")
     if name not in ("alpha", "rho") or not values:
-        sys.exit(f"reproduce.py: error: --sweep must be alpha=v1,v2,... or rho=v1,..., got {FLAGS.sweep!r}")
+        fail(f"--sweep must be alpha=v1,v2,... or rho=v1,..., got {FLAGS.sweep!r}")
     try:
         grid = [float(v) for v in values.split(",")]
     except ValueError:
-        sys.exit(f"reproduce.py: error: --sweep values must be numbers, got {values!r}")
+        fail(f"--sweep values must be numbers, got {values!r}")
     if not holdout():
-        sys.exit(f"reproduce.py: error: a sweep selects on a hold-out; protocol {FLAGS.protocol} has none, "
-                 "pass --validation_size")
+        fail(f"a sweep selects on a hold-out; protocol {FLAGS.protocol} has none, "
+             "pass --validation_size")
     quantizer = FLAGS.quantizers[0]
     base_dir = baseline_dir(runs_dir, quantizer)
     run_fit(fit_args("baseline", quantizer, 0, None), base_dir)
@@ -223,10 +224,10 @@ def sweep(runs_dir, results_dir):
 
 def main(argv):
     if len(argv) > 1:
-        sys.exit(f"reproduce.py: error: unexpected arguments {argv[1:]}")
+        fail(f"unexpected arguments {argv[1:]}")
     unknown = set(FLAGS.arms) - set(ARMS)
     if unknown:
-        sys.exit(f"reproduce.py: error: unknown arms {sorted(unknown)}; choose from {list(ARMS)}")
+        fail(f"unknown arms {sorted(unknown)}; choose from {list(ARMS)}")
     runs_dir = FLAGS.runs_dir or os.path.join(ROOT, "runs", FLAGS.protocol)
     results_dir = FLAGS.results_dir or os.path.join(runs_dir, "results")
     if FLAGS.sweep:
