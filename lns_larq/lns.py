@@ -468,3 +468,17 @@ class LNS(Method):
 
     def callbacks(self, run):
         return [LNSMonitor(sample=run.sample, layer_log_dir=run.write_dir)]
+
+    def summary(self, report):
+        """The warm start in one line: agreement, the stop, test accuracy before and
+        after, and the layers below the per-layer target (the rest is in warmup.json)."""
+        target = report.get("stop_layer_agreement") or 0.0
+        lagging = [f"{name} {1 - d:.4f}" for name, d in report["disagreement_per_layer"].items() if 1 - d < target]
+        step = report.get("stopped_at_step")
+        stop = f"stopped at step {step}" if step else "ran to its step cap"
+        line = (f"warm start: {100 * report['agreement']:.3f} % of the binary weights agree with their labels "
+                f"({stop}); test accuracy {100 * report['labels_test_accuracy']:.2f} % at the labels, "
+                f"{100 * report['warmup_test_accuracy']:.2f} % after")
+        if lagging:
+            line += f"; below {target:g}: {', '.join(lagging)}"
+        return line + " (all figures: warmup.json)"

@@ -390,7 +390,7 @@ def _run(config, write_dir):
         report = method.prepare(run_info)
         if report is not None:
             metrics[method.suffix] = report
-            print(f"{method.suffix}: {json.dumps(report)}")
+            print(method.summary(report))
 
     _compile(model, make_optimizer(config.optimizer, config.lr, config.momentum, config.weight_decay), top5=top5)
     log_path = os.path.join(out, "log.csv")

@@ -135,3 +135,16 @@ def test_unknown_setting_and_option_clash():
     with pytest.raises(ValueError, match=r"\['alpha'\] of method 'clash' are already another method's"):
         methods.register(Clash)
     assert "clash" not in methods.registered()
+
+
+def test_the_warm_start_reads_as_one_line():
+    report = {"agreement": 0.99991, "disagreement_per_layer": {"conv_a": 0.0, "conv_b": 0.0021},
+              "labels_test_accuracy": 0.8123, "warmup_test_accuracy": 0.8119, "accuracy_change": -0.0004,
+              "epochs": 1, "stop_agreement": 0.9999, "stop_layer_agreement": 0.999, "stopped_at_step": None,
+              "objective": "noisy"}
+    line = LNS().summary(report)
+    assert "\n" not in line and "{" not in line
+    for part in ("99.991 %", "ran to its step cap", "81.23 % at the labels, 81.19 % after", "below 0.999: conv_b 0.9979"):
+        assert part in line, line
+    assert "conv_a" not in line
+    assert "stopped at step 120" in LNS().summary({**report, "stopped_at_step": 120})
