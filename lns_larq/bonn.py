@@ -38,13 +38,12 @@ flatbuffer = lce.convert_keras_model(model)  # the plain network: binary convs -
 The kernel loss is a function of the weights only, so it is a *regulariser*, and it
 sits in the slot Keras has for that: the `kernel_regularizer` of each binarized
 `QuantConv2D`. `BayesianKernelLoss` is a layer (it owns the learned \(w, \mu_\pm,
-\psi_\pm\)) used as that regulariser. Compared with a kernel-quantizer subclass (the
-LNS shape) this keeps the baseline quantizer object itself, so the forward
-binarization, `scale_kind`, `quantized_kernel`, the flip-rate callback and pretrained
-loading are untouched by construction, it works with any binary kernel quantizer,
-and Keras evaluates regulariser losses as callables in whichever graph reads
-`model.losses`, so there is no `training` gating and no loss outliving a graph. Like
-weight decay, it counts in the training and the validation loss.
+\psi_\pm\)) used as that regulariser. The baseline quantizer stays as it is, so the
+forward binarization, `scale_kind`, `quantized_kernel`, the flip-rate callback and
+pretrained loading are the plain network's, for any binary kernel quantizer
+(`docs/design.md`). Keras evaluates regulariser losses as callables in whichever
+graph reads `model.losses`, so there is no `training` gating and no loss outliving a
+graph. Like weight decay, it counts in the training and the validation loss.
 
 The feature loss needs the labels. `BONNModel` subclasses the functional model: its
 graph (what `call`, `predict`, `save` and the LCE converter see) is the plain network,
@@ -96,11 +95,10 @@ The paper's sums correspond to
 
 (ResNet-20: \(N_l\) from 2,304 to 36,864, \(D = 64\); batch 128). The paper's
 reported values (\(\lambda \in \{10^3, 10^4, 10^5\}\), \(\theta \in \{10^2, 10^3,
-10^4\}\)) do not carry over through this mapping (they would make the kernel term
-\(10^8\)-\(10^9\) times the cross-entropy gradient). The defaults (\(\lambda =
-10^{-2}, \theta = 10^{-1}, \nu = 1\)) make both Bayesian gradients a few per cent
-of the cross-entropy gradient of a ResNet-20 at the start; `docs/bonn.md` has the
-measurements and a suggested sweep.
+10^4\}\)) do not carry over through this mapping. The defaults (\(\lambda =
+10^{-2}, \theta = 10^{-1}, \nu = 1\)) are set from the gradients they give a
+ResNet-20 at the start (`docs/bonn.md`: the measurements and a suggested sweep;
+`docs/design.md`).
 
 # References
     - [Bayesian Optimized 1-Bit CNNs](https://arxiv.org/abs/1908.06314),

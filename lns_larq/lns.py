@@ -186,11 +186,8 @@ def agreement(model):
     return _overall(_agreement_counts(model))
 
 
-# The warm start's default stop: the mapped network reproduces the pretrained one.
-# Measured from the shipped resnet20 weights (docs/design.md): every layer reaches
-# these within about 100 Adam steps at 1e-3, and the test accuracy then moves by
-# under 0.1 point; the earlier stop at 1 - rho (0.995 overall) left 3 % of the
-# stride-2 convs' weights wrong and cost 0.5-2.4 points.
+# The warm start's default stop: the agreement at which the mapped network
+# reproduces the pretrained one, overall and in every layer (docs/design.md).
 WARM_START_AGREEMENT = 0.9999
 WARM_START_LAYER_AGREEMENT = 0.999
 
@@ -204,8 +201,7 @@ class StopAtAgreement(tf.keras.callbacks.Callback):
     mapped network then reproduces the pretrained one. The other use is the stop
     at 1 - rho (`layer_target=0`): under the noise model of paper Eqs. 8-9 a
     fraction rho of the labels is wrong, so a mapping that has learnt the clean
-    weights agrees with about 1 - rho of them, and on the controlled task
-    (`lns_larq.noisy_filters`, 5 % flips) the most flips were corrected there.
+    weights agrees with about 1 - rho of them (docs/design.md).
 
     # Arguments
         target: Fraction of all mapped binary weights that must agree.

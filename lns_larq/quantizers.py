@@ -150,9 +150,7 @@ def mapping_network(kind, filter_shape, width=2.0, decay=0.0, zero_last=False, n
     The hidden width is `width` times the input's size, times \(\max(1, n / c_{in})\)
     for a layer of `filters` \(= n\) filters: one mapping fits all \(n\) filters of its
     layer, so a conv that widens (\(n = 2c_{in}\), the stride-2 convs of ResNet)
-    gets the same capacity per filter as one that does not. With the hidden width
-    tied to \(c_{in}\) alone, those convs were the last to agree with their labels
-    in the warm start (`docs/design.md`).
+    gets the same capacity per filter as one that does not (`docs/design.md`).
 
     - `"conv3"` (the paper's): three 3x3 convs, c -> hc -> hc -> c, padding "same",
       each hidden conv followed by `LayerNormalization` over the filter's axes and
@@ -258,11 +256,9 @@ class LNSQuantizer(lq.quantizers._BaseQuantizer):
     (1 - \rho_{+1} - \rho_{-1})\), so its minimum lies at \(|t| > 1\), outside any
     bound. Applied to the bounded output (`loss_input="output"`), it drives \(z\)
     without limit into tanh's saturation, where the classification gradient
-    (\(\propto b'(z)\)) dies: measured on CIFAR-10, the old gated design ended with
-    \(\mathrm{mean}(1 - \hat q^2) \le 0.02\) and no binary weight ever disagreed with
-    \(\mathrm{sign}(W)\). Applied to the pre-activation (`loss_input="preactivation"`,
-    the default), \(z\) settles at \(\pm t \approx \pm 1.01\), where
-    \(\tanh'(z) \approx 0.41\): both losses keep their gradient. (With `hardtanh`,
+    (\(\propto b'(z)\)) dies (`docs/design.md`). Applied to the pre-activation
+    (`loss_input="preactivation"`, the default), \(z\) settles at \(\pm t \approx
+    \pm 1.01\), where \(\tanh'(z) \approx 0.41\): both losses keep their gradient. (With `hardtanh`,
     \(b'(\pm 1.01) = 0\), so keep `tanh` for `"preactivation"`.)
 
     **Labels.** `labels="current"` (default, the paper's Algorithm 1): \(\tilde Q =
@@ -274,15 +270,14 @@ class LNSQuantizer(lq.quantizers._BaseQuantizer):
     **Correction versus memorisation.** The paper's conv3 mapping has 72 c^2
     parameters, more than the layer has weights, so trained long enough it fits
     every noisy label. What it corrects first and forgets later is decided by
-    `width`, `decay` (L2 on \(\theta\)) and the length of the warm start; measured
-    on the controlled task of `lns_larq.noisy_filters` (see `docs/controlled.md`).
+    `width`, `decay` (L2 on \(\theta\)) and the length of the warm start (the
+    controlled task of `lns_larq.noisy_filters`, `docs/controlled.md`).
 
-    **Gated form** (`gated=True`, the project's first design, kept to compare):
+    **Gated form** (`gated=True`):
     \(z = W_n \odot (1 + f_\theta(W_n))\) with the last layer of \(f_\theta\) at
     zero, so the untrained mapping is \(\mathrm{sign}(W)\) exactly. Per element,
     Eq. 15 never favours a flip, and it only raises the gains, so the gated mapping
-    stays at \(\mathrm{sign}(W)\): on the controlled task it corrects none of the
-    flipped weights.
+    stays at \(\mathrm{sign}(W)\) (`docs/design.md`).
 
     ```python
     conv = lq.layers.QuantConv2D(

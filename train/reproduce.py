@@ -16,8 +16,11 @@ Arms (paper Table 1, plus the gated mapping and BONN):
   finetune      plain fine-tuning of the baseline
   lns_no_noisy  LNS mapping, alpha = 0 (no noisy supervision while fine-tuning)
   lns           LNS with --alpha and --rho (the default, ungated mapping)
-  lns_gated     LNS with the gated mapping and Eq. 15 on its output (the first design)
+  lns_gated     LNS with the gated mapping and Eq. 15 on its output
+  lns_stop_rho, lns_no_noisy_stop_rho
+                lns and lns_no_noisy with the warm start stopped at 1 - rho overall
   bonn          BONN's Bayesian kernel and feature losses, fine-tuned likewise
+(lns_larq.protocols: ARMS, PROTOCOLS.)
 
 Every fine-tuning arm trains the same epochs with the same schedule. The LNS arms'
 warm start fits their mappings to the pretrained binary weights on the noisy loss

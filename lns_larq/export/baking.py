@@ -140,12 +140,10 @@ def constant_kernels(model):
     because TensorFlow folds an op into a constant only if its operands hold at
     most \(2^{30}\) bits (`kOperandsSizeThreshold` of its constant-folding
     policy): the quantizer of a kernel of more than \(2^{25}\) float32 weights
-    stays in the graph as SIGN, MEAN and MUL ops, so LCE sees no constant filter.
-    AlexNet's fc6, \(6\cdot 6\cdot 256\cdot 4096 \approx 3.8\cdot 10^7\) weights,
-    then stays a float CONV_2D; as a binary `QuantDense` it crashes the converter
-    (`ValueError: cannot create std::vector larger than max_size()`; TensorFlow
-    2.16, LCE 0.16). A constant filter converts at any size. LNS layers are baked
-    first.
+    (AlexNet's fc6 has \(6\cdot 6\cdot 256\cdot 4096 \approx 3.8\cdot 10^7\)) stays
+    in the graph as SIGN, MEAN and MUL ops, so LCE sees no constant filter and
+    keeps the layer in float. A constant filter converts at any size
+    (`docs/design.md`). LNS layers are baked first.
 
     ```python
     folded = lns_larq.export.constant_kernels(lns_larq.models.get("alexnet"))

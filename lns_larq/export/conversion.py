@@ -216,11 +216,9 @@ def _no_false_compile_warning(model):
 def _convert(model, what):
     """`model` converted by LCE; `ExportError` (one line naming `what`) if LCE fails.
 
-    Converts from a SavedModel, as `lce.convert_keras_model` tries first. When
-    that conversion fails, `convert_keras_model` retries from a frozen graph,
-    which reaches the same converter passes; measured on the 224 x 224 AlexNet
-    with a binary `QuantDense` fc6, the retry killed the process (SIGSEGV)
-    instead of raising. So only a model that cannot be saved takes that path.
+    Converts from a SavedModel, as `lce.convert_keras_model` tries first; only a
+    model that cannot be saved takes its other path, from a frozen graph, where a
+    converter failure can end the process instead of raising (`docs/design.md`).
     """
     import larq_compute_engine as lce
 

@@ -58,10 +58,8 @@ def alexnet(quantizer="dorefa", num_classes=1000, input_shape=(224, 224, 3)):
     three 3x3 convs still see the whole filter (a 7 x 7 receptive field).
 
     The fc6 and fc7 mappings run on 4096 filters each, so they dominate the cost
-    of `alexnet_lns`'s mapping networks: measured on 2 shared CPU cores at
-    \(w = 2\), one inference pass of the fc6 / fc7 mapping took 10.8 s / 4.7 s,
-    against 1.8 s for conv2-conv5 together. `width` scales both (its hidden convs
-    cost \(\propto 2w + w^2\)).
+    of `alexnet_lns`'s mapping networks (`docs/design.md`). `width` scales both
+    (its hidden convs cost \(\propto 2w + w^2\)).
 
     # Arguments
         quantizer: `"dorefa"` (default: layer-wise mean |W|), `"xnor"`
