@@ -251,7 +251,8 @@ def pipelines(arrays, batch_size=128, validation_size=0, train_subset=0, augment
     return train, val, evaluation(arrays.x_test, arrays.y_test)
 
 
-def cifar10_test_images(data_path, n, validation_size=0, train_subset=0):
+def cifar10_test_images(data_path: str, n: int, validation_size: int = 0,
+                        train_subset: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """The first `n` CIFAR-10 test images, normalised as training normalised them.
 
     Normalisation statistics come from the training images `lns_larq.data.pipelines`

@@ -74,7 +74,7 @@ def _tf_config():
     return config
 
 
-def get_strategy(name="default", tpu=None):
+def get_strategy(name: str = "default", tpu: str | None = None) -> tf.distribute.Strategy:
     """The `tf.distribute.Strategy` called `name` (one of `STRATEGIES`).
 
     Call it at the start of the program: `multi_worker` and `tpu` must be set up
@@ -108,7 +108,7 @@ def get_strategy(name="default", tpu=None):
     raise StrategyError(f"Unknown strategy {name!r}; choose one of {STRATEGIES}.")
 
 
-def worker_index(strategy):
+def worker_index(strategy: tf.distribute.Strategy) -> int:
     """This worker's index in a multi-worker cluster; 0 on a single machine."""
     resolver = getattr(strategy, "cluster_resolver", None)
     if resolver is None or not resolver.task_type:
@@ -116,7 +116,7 @@ def worker_index(strategy):
     return resolver.task_id or 0
 
 
-def is_chief(strategy):
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
     """Whether this process writes the run's files: always, except on the workers
     other than the chief (`worker` 0, or the `chief` job) of a multi-worker run."""
     resolver = getattr(strategy, "cluster_resolver", None)

@@ -15,9 +15,12 @@ conv = lq.layers.QuantConv2D(
 ```
 """
 
+from typing import Any
+
 import larq as lq
 import tensorflow as tf
 from larq import utils
+from tensorflow.types.experimental import TensorLike
 
 from lns_larq.keras_utils import all_layers
 from lns_larq.losses import check_noise_rates, unbiased_mse
@@ -38,7 +41,7 @@ __all__ = [
 SCALE_KINDS = ("layer", "channel", None)
 
 
-def weight_scale(kernel, scale):
+def weight_scale(kernel: tf.Tensor, scale: str | None) -> tf.Tensor:
     r"""The scale factor of binary weights, from the latent kernel, without gradient.
 
     - `"layer"` (DoReFa-Net): \(\frac{1}{n}\lVert W \rVert_1\), one scalar per layer;
@@ -108,7 +111,7 @@ WEIGHT_QUANTIZERS = {
 }
 
 
-def scale_kind(quantizer):
+def scale_kind(quantizer: Any) -> str | None:
     """The scale kind (`"layer"`, `"channel"` or `None`) a binary quantizer applies."""
     if isinstance(quantizer, DoReFaSign):
         return "layer"
@@ -142,8 +145,8 @@ def _bound_derivative(kind, z):
     return tf.cast(tf.abs(z) <= 1.0, z.dtype)
 
 
-def mapping_network(kind, filter_shape, width=2.0, decay=0.0, zero_last=False, name="mapping",
-                    filters=None):
+def mapping_network(kind: str, filter_shape: tuple[int, int, int], width: float = 2.0, decay: float = 0.0,
+                    zero_last: bool = False, name: str = "mapping", filters: int | None = None) -> tf.keras.Sequential:
     r"""The mapping \(f_\theta\) of one layer, a Keras model from filters to filters.
 
     Input and output are batches of filters seen as images, `(n, kh, kw, c_in)`.
@@ -356,12 +359,12 @@ class LNSQuantizer(lq.quantizers._BaseQuantizer):
         # frozen labels must be saved with the model.
         return [self.pretrained_labels] if hasattr(self, "pretrained_labels") else []
 
-    def freeze_labels(self, kernel):
+    def freeze_labels(self, kernel: TensorLike) -> None:
         """Freeze \\(\\mathrm{sign}(W_0)\\) of `kernel` as the noisy labels (`labels="pretrained"`)."""
         if self.labels == "pretrained":
             self.pretrained_labels.assign(lq.math.sign(tf.convert_to_tensor(kernel)))
 
-    def noisy_labels(self, kernel):
+    def noisy_labels(self, kernel: tf.Tensor) -> tf.Tensor:
         """The noisy labels \\(\\tilde Q\\) of `kernel`, without gradient."""
         current = tf.stop_gradient(lq.math.sign(kernel))
         if self.labels == "current":
@@ -369,7 +372,7 @@ class LNSQuantizer(lq.quantizers._BaseQuantizer):
         frozen = tf.convert_to_tensor(self.pretrained_labels)
         return tf.where(frozen != 0, frozen, current)
 
-    def preactivation(self, kernel):
+    def preactivation(self, kernel: tf.Tensor) -> tf.Tensor:
         """The mapping's pre-activation \\(z\\), in the shape of `kernel`."""
         images = _filters_as_images(kernel)
         rms = tf.sqrt(tf.reduce_mean(tf.square(images), axis=[1, 2, 3], keepdims=True))
@@ -379,11 +382,11 @@ class LNSQuantizer(lq.quantizers._BaseQuantizer):
             z = w_n * (1.0 + z)
         return _images_as_filters(z, tf.shape(kernel))
 
-    def predict_continuous(self, kernel):
+    def predict_continuous(self, kernel: tf.Tensor) -> tf.Tensor:
         """The continuous prediction \\(\\hat Q_c = b(z)\\)."""
         return _bound(self.bound, self.preactivation(kernel))
 
-    def auxiliary_loss(self, kernel, z=None):
+    def auxiliary_loss(self, kernel: tf.Tensor, z: tf.Tensor | None = None) -> tf.Tensor:
         """\\(\\alpha\\,\\mathrm{mean}\\,\\tilde\\ell\\) of paper Eq. 15 for this layer (Eq. 17)."""
         z = self.preactivation(kernel) if z is None else z
         prediction = z if self.loss_input == "preactivation" else _bound(self.bound, z)
@@ -402,7 +405,7 @@ class LNSQuantizer(lq.quantizers._BaseQuantizer):
         outputs = weight_scale(inputs, self.scale) * lq.quantizers.ste_sign(_bound(self.bound, z))
         return super().call(outputs)
 
-    def state(self, kernel):
+    def state(self, kernel: tf.Tensor) -> dict[str, float]:
         """Diagnostics of the mapping on `kernel` (inference mode), as Python floats.
 
         - `disagreement`: fraction of binary weights whose sign differs from the
@@ -429,7 +432,7 @@ class LNSQuantizer(lq.quantizers._BaseQuantizer):
         }
 
 
-def quantized_kernel(layer):
+def quantized_kernel(layer: tf.keras.layers.Layer) -> tf.Tensor:
     """The kernel `layer` convolves with (inference mode, no auxiliary loss added)."""
     quantizer = layer.kernel_quantizer
     # A tensor, not the variable: under tf.distribute the latent variable is a
@@ -440,7 +443,7 @@ def quantized_kernel(layer):
     return quantizer(latent)
 
 
-def lns_layers(model):
+def lns_layers(model: tf.keras.Model) -> list[tf.keras.layers.Layer]:
     """The layers of `model` whose kernel quantizer is an `LNSQuantizer`."""
     return [
         layer for layer in all_layers(model)

@@ -105,8 +105,8 @@ def results_table(rows: list[dict], folders: dict, protocol: str, data: str, hol
         f"Data: {data}. Test accuracy: "
         + (f"fine-tuning arms at the epoch selected on the {holdout}-image hold-out, baselines at their "
            "last epoch, which the arms fine-tune" if holdout else "the last epoch's (no hold-out, no selection)")
-        + f" (selection used here: {', '.join(selections)}). Δ to finetune: paired by seed (same baseline), mean and 95 % "
-        "t-interval. The baseline row's spread is over baselines trained with different seeds. "
+        + f" (selection used here: {', '.join(selections)}). Δ to finetune: paired by seed (same baseline), "
+        "mean and 95 % t-interval. The baseline row's spread is over baselines trained with different seeds. "
         "Best test accuracy is selected on the test set (the paper's \"best\"), for comparison only.",
         "",
         "| quantizer | arm | seeds | test acc % (mean ± std) | Δ to finetune, points (95 % CI) | "

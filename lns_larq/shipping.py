@@ -16,6 +16,7 @@ import json
 import os
 
 import numpy as np
+import tensorflow as tf
 
 from lns_larq import export, models, pretrained
 from lns_larq.quantizers import lns_layers
@@ -23,13 +24,14 @@ from lns_larq.quantizers import lns_layers
 __all__ = ["save"]
 
 
-def save(model, name, weights, quantizer, images, labels, data, command, directory=pretrained.WEIGHTS_DIR):
+def save(model: tf.keras.Model, name: str, weights: str, quantizer: str, images: np.ndarray, labels: np.ndarray,
+         data: str, command: str, directory: str = pretrained.WEIGHTS_DIR) -> pretrained.Pretrained:
     """Ship `model`'s inference weights as `lns_larq.models.get(name, weights=weights)`.
 
     A method variant (LNS) is baked first, so the file holds the base
     architecture's weights; `quantizer` is the model's weight quantizer
-    (`"dorefa"`, `"xnor"`, `"binarynet"`), an option the weights need. The file is checked by loading it into a fresh base
-    model, whose accuracy on `images` (uint8) and `labels` is what the manifest
+    (`"dorefa"`, `"xnor"`, `"binarynet"`), an option the weights need. The file is
+    checked by loading it into a fresh base model, whose accuracy on `images` (uint8) and `labels` is what the manifest
     states, over all of them and over the first 1,000.
 
     # Returns

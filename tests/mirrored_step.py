@@ -21,7 +21,7 @@ would change).
 import json
 import sys
 
-import lns_larq  # noqa: F401  (Keras 2 before TensorFlow)
+import lns_larq  # noqa: F401  # isort: skip  (Keras 2 before TensorFlow)
 import tensorflow as tf
 
 cpu = tf.config.list_physical_devices("CPU")[0]

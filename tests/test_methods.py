@@ -144,7 +144,8 @@ def test_the_warm_start_reads_as_one_line():
               "objective": "noisy"}
     line = LNS().summary(report)
     assert "\n" not in line and "{" not in line
-    for part in ("99.991 %", "ran to its step cap", "81.23 % at the labels, 81.19 % after", "below 0.999: conv_b 0.9979"):
+    for part in ("99.991 %", "ran to its step cap", "81.23 % at the labels, 81.19 % after",
+                 "below 0.999: conv_b 0.9979"):
         assert part in line, line
     assert "conv_a" not in line
     assert "stopped at step 120" in LNS().summary({**report, "stopped_at_step": 120})

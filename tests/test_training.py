@@ -194,7 +194,8 @@ def test_pretrained_weights_into_lns_variant(tmp_path):
     # A baseline with another weight scale is refused.
     dorefa = models.get("resnet20_lns", quantizer="dorefa", stages=(4, 8, 8), blocks=1)
     with pytest.raises(training.ConfigError, match="weight scale"):
-        training.load_pretrained(path, dorefa, lambda: models.get("resnet20", quantizer="xnor", stages=(4, 8, 8), blocks=1))
+        training.load_pretrained(path, dorefa,
+                                 lambda: models.get("resnet20", quantizer="xnor", stages=(4, 8, 8), blocks=1))
 
 
 def test_a_new_method_is_one_class_and_one_registry_line(tmp_path):

@@ -21,8 +21,9 @@ import subprocess
 import sys
 import time
 
-import lns_larq  # noqa: F401
 from absl import app, flags, logging
+
+import lns_larq  # noqa: F401
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("models", ["resnet20", "resnet20_lns"], "Registry models to compare; the first is the reference.")

@@ -64,9 +64,9 @@ def float_flatbuffer(args):
         with open(path, "rb") as f:
             return f.read(), path
     if args.model_path:
-        from lns_larq import export
-
         import larq_compute_engine as lce
+
+        from lns_larq import export
 
         try:
             model = export.load_model(args.model_path)

@@ -16,9 +16,9 @@ import itertools
 import os
 import time
 
-import lns_larq  # noqa: F401  (selects Keras 2 before TensorFlow loads)
 from absl import app, flags
 
+import lns_larq  # noqa: F401  (selects Keras 2 before TensorFlow loads)
 from cli import fail
 from lns_larq import noisy_filters
 from lns_larq.quantizers import LNSQuantizer
@@ -81,7 +81,8 @@ def plot(rows, path):
     settings = sorted({(r["width"], r["decay"], r["variant"]) for r in rows})
     for col, rho in enumerate(rhos):
         for width, decay, variant in settings:
-            curve = [r for r in rows if (r["rho"], r["width"], r["decay"], r["variant"]) == (rho, width, decay, variant)]
+            curve = [r for r in rows
+                     if (r["rho"], r["width"], r["decay"], r["variant"]) == (rho, width, decay, variant)]
             if not curve:
                 continue
             steps = [r["step"] for r in curve]

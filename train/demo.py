@@ -13,9 +13,9 @@ import os
 import sys
 import time
 
-import lns_larq  # noqa: F401
 from absl import app, flags, logging
 
+import lns_larq  # noqa: F401
 from lns_larq import training
 
 FLAGS = flags.FLAGS

@@ -24,7 +24,8 @@ from cli import fail
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_path", None, "Saved Keras model (.keras or .h5), e.g. runs/<run>/model.keras.")
 flags.DEFINE_enum("dataset", "cifar10", ["cifar10", "digits"], "cifar10, or digits (the bundled demo, no download).")
-flags.DEFINE_string("data_path", None, "CIFAR-10 .npz file or cifar-10-batches-py folder; default: tensorflow-datasets.")
+flags.DEFINE_string("data_path", None,
+                    "CIFAR-10 .npz file or cifar-10-batches-py folder; default: tensorflow-datasets.")
 flags.DEFINE_string("data_dir", None, "tensorflow-datasets data_dir (download/cache folder), without --data_path.")
 flags.DEFINE_integer("limit", 0, "Evaluate on the first N test images only (0: all).", lower_bound=0)
 flags.DEFINE_integer("batch_size", 128, "Inference batch size (does not change the results).", lower_bound=1)

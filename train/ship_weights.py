@@ -64,7 +64,8 @@ def main(argv):
           f"{os.path.getsize(item.path) / 1024:.0f} KiB, test accuracy {100 * item.test_accuracy:.2f} % "
           f"(first 1,000: {100 * item.first_1000_accuracy:.1f} %); the run's own figures: last epoch "
           f"{100 * metrics['test_accuracy']:.2f} %"
-          + (f", hold-out-selected {100 * selected:.2f} %" if (selected := metrics.get("selected_test_accuracy")) else ""))
+          + (f", hold-out-selected {100 * selected:.2f} %"
+             if (selected := metrics.get("selected_test_accuracy")) else ""))
 
 
 if __name__ == "__main__":

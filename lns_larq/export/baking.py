@@ -43,7 +43,7 @@ def _copy_layer_weights(source, target):
         dst.assign(_latent(src))
 
 
-def bake(model):
+def bake(model: tf.keras.Model) -> tf.keras.Model:
     r"""An inference copy of `model` in which every LNS layer holds its binary weights.
 
     Each layer whose kernel quantizer is an `LNSQuantizer` becomes the same Larq
@@ -95,7 +95,7 @@ def bake(model):
     return baked
 
 
-def float_copy(model):
+def float_copy(model: tf.keras.Model) -> tf.keras.Model:
     """The same architecture in float32: every quantizer removed, zero padding.
 
     LNS layers are baked first. Weights are the latent ones (the values do not
@@ -130,7 +130,7 @@ def _has_binary_kernel(layer):
     return getattr(getattr(layer, "kernel_quantizer", None), "precision", None) == 1
 
 
-def constant_kernels(model):
+def constant_kernels(model: tf.keras.Model) -> tf.keras.Model:
     r"""A copy of `model` whose binary kernels are constants \(K = Q(W)\), without quantizer.
 
     Each layer with a 1-bit `kernel_quantizer` gets as its kernel the \(\pm s\)
@@ -179,7 +179,7 @@ _QUANTIZED_WEIGHTS = {
 }
 
 
-def deployable_params(model):
+def deployable_params(model: tf.keras.Model) -> tuple[int, int]:
     """`(binary, float)` parameter counts of a deployable (baked) model.
 
     Binary: the weights of binary layers that a 1-bit quantizer quantizes (1 bit

@@ -56,7 +56,7 @@ def _kernel_signs(layer):
     return np.transpose(quantized_kernel(layer).numpy() < 0, (3, 0, 1, 2))
 
 
-def unconverted_layers(model, flatbuffer):
+def unconverted_layers(model: tf.keras.Model, flatbuffer: bytes) -> list[str]:
     r"""Names of the binary layers of `model` that no `LceBconv2d` of `flatbuffer` computes.
 
     Each `LceBconv2d` holds the signs of its layer's filter, so a layer converted
@@ -110,17 +110,17 @@ class ExportReport:
     FLOAT32_METHOD = "float32 TFLite of the same architecture (quantizers removed, same converter)"
 
     @property
-    def size_ratio(self):
+    def size_ratio(self) -> float | None:
         """float32 size / exported size."""
         if not self.float32_size_bytes:
             return None
         return self.float32_size_bytes / self.size_bytes
 
     @property
-    def ok(self):
+    def ok(self) -> bool:
         return not self.unconverted and self.bconv_ops == self.binary_layers
 
-    def rows(self):
+    def rows(self) -> list[tuple[str, str]]:
         status = "all converted" if self.ok else f"{len(self.unconverted)} of {self.binary_layers} not converted"
         rows = [
             ("model", self.model_name),
@@ -149,12 +149,12 @@ class ExportReport:
                 rows.append(("accuracy", accuracies))
         return rows
 
-    def table(self):
+    def table(self) -> str:
         rows = self.rows()
         width = max(len(name) for name, _ in rows)
         return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 
-    def to_json(self):
+    def to_json(self) -> str:
         fields = {k: v for k, v in dataclasses.asdict(self).items() if k != "flatbuffer"}
         return json.dumps({**fields, "size_ratio": self.size_ratio}, indent=2)
 
@@ -238,7 +238,8 @@ def _convert(model, what):
             ) from None
 
 
-def export_tflite(model, path=None, *, float_reference=True, float_path=None):
+def export_tflite(model: tf.keras.Model, path: str | None = None, *, float_reference: bool = True,
+                  float_path: str | None = None) -> ExportReport:
     r"""Convert `model` with LCE, check every binary layer converted, write `path`.
 
     LNS models are baked first (`bake`), binary kernels made constants

@@ -8,6 +8,7 @@ lns_larq.export.op_counts(flatbuffer)  # {"LceBconv2d": 18, "LceQuantize": 18, .
 """
 
 import collections
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -49,7 +50,7 @@ def _ops(flatbuffer):
             yield names[op.OpcodeIndex()], op, subgraph, model
 
 
-def op_counts(flatbuffer):
+def op_counts(flatbuffer: bytes) -> dict[str, int]:
     """`{op type: number of ops}` of a TFLite flatbuffer, most frequent first.
 
     A flatbuffer names each custom op once (in its operator codes), so the ops are
@@ -58,7 +59,7 @@ def op_counts(flatbuffer):
     return dict(collections.Counter(name for name, *_ in _ops(flatbuffer)).most_common())
 
 
-def bconv_filter_signs(flatbuffer):
+def bconv_filter_signs(flatbuffer: bytes) -> Iterator[np.ndarray]:
     """Yield the filter of every `LceBconv2d` as booleans `(c_out, kh, kw, bits)`,
     True where the weight is negative.
 

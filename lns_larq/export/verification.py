@@ -7,8 +7,10 @@ agreement = lns_larq.export.verify(model, report.flatbuffer, images, labels)
 """
 
 import dataclasses
+from typing import Any
 
 import numpy as np
+import tensorflow as tf
 
 __all__ = ["Agreement", "interpreter", "verify"]
 
@@ -26,7 +28,7 @@ class Agreement:
     lce_accuracy: float | None = None
 
 
-def interpreter(flatbuffer, num_threads=1):
+def interpreter(flatbuffer: bytes, num_threads: int = 1) -> Any:
     """LCE's interpreter with its fast paths (indirect BGEMM, XNNPack for float ops).
 
     Without them binary convs take LCE's slow reference path.
@@ -39,7 +41,8 @@ def interpreter(flatbuffer, num_threads=1):
     )
 
 
-def verify(model, flatbuffer, images, labels=None, num_threads=1, atol=1e-3):
+def verify(model: tf.keras.Model, flatbuffer: bytes, images: np.ndarray, labels: np.ndarray | None = None,
+           num_threads: int = 1, atol: float = 1e-3) -> Agreement:
     r"""Compare `model` (Keras, inference mode) with `flatbuffer` run by LCE.
 
     With Keras logits \(k\) and LCE logits \(l\) on `images` (normalised NHWC

@@ -18,7 +18,8 @@ import tensorflow as tf
 from lns_larq.models.resnet import _bn, binary_conv_kwargs
 
 
-def alexnet(quantizer="dorefa", num_classes=1000, input_shape=(224, 224, 3)):
+def alexnet(quantizer: str | None = "dorefa", num_classes: int = 1000,
+            input_shape: tuple[int, int, int] = (224, 224, 3)) -> tf.keras.Model:
     r"""Binary AlexNet.
 
     Structure (224 x 224 input; "binary" = \(\mathrm{sign}(x) \circledast Q(W)\)):
