@@ -127,10 +127,9 @@ def _autograph_skips_keras_2():
 
 _autograph_skips_keras_2()
 
-from lns_larq import losses, noisy_filters, quantizers  # noqa: E402
+from lns_larq import bonn, losses, models, noisy_filters, quantizers  # noqa: E402
 from lns_larq.lns import lnsify  # noqa: E402
 from lns_larq.quantizers import LNSQuantizer  # noqa: E402
-from lns_larq import bonn, models  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = ["LNSQuantizer", "bonn", "lnsify", "losses", "models", "noisy_filters", "quantizers", "__version__"]

@@ -38,13 +38,12 @@ flatbuffer = lce.convert_keras_model(model)  # the plain network: binary convs -
 The kernel loss is a function of the weights only, so it is a *regulariser*, and it
 sits in the slot Keras has for that: the `kernel_regularizer` of each binarized
 `QuantConv2D`. `BayesianKernelLoss` is a layer (it owns the learned \(w, \mu_\pm,
-\psi_\pm\)) used as that regulariser. Compared with a kernel-quantizer subclass (the
-LNS shape) this keeps the baseline quantizer object itself, so the forward
-binarization, `scale_kind`, `quantized_kernel`, the flip-rate callback and pretrained
-loading are untouched by construction, it works with any binary kernel quantizer,
-and Keras evaluates regulariser losses as callables in whichever graph reads
-`model.losses`, so there is no `training` gating and no loss outliving a graph. Like
-weight decay, it counts in the training and the validation loss.
+\psi_\pm\)) used as that regulariser. The baseline quantizer stays as it is, so the
+forward binarization, `scale_kind`, `quantized_kernel`, the flip-rate callback and
+pretrained loading are the plain network's, for any binary kernel quantizer
+(`docs/design.md`). Keras evaluates regulariser losses as callables in whichever
+graph reads `model.losses`, so there is no `training` gating and no loss outliving a
+graph. Like weight decay, it counts in the training and the validation loss.
 
 The feature loss needs the labels. `BONNModel` subclasses the functional model: its
 graph (what `call`, `predict`, `save` and the LCE converter see) is the plain network,
@@ -96,11 +95,10 @@ The paper's sums correspond to
 
 (ResNet-20: \(N_l\) from 2,304 to 36,864, \(D = 64\); batch 128). The paper's
 reported values (\(\lambda \in \{10^3, 10^4, 10^5\}\), \(\theta \in \{10^2, 10^3,
-10^4\}\)) do not carry over through this mapping (they would make the kernel term
-\(10^8\)-\(10^9\) times the cross-entropy gradient). The defaults (\(\lambda =
-10^{-2}, \theta = 10^{-1}, \nu = 1\)) make both Bayesian gradients a few per cent
-of the cross-entropy gradient of a ResNet-20 at the start; `docs/bonn.md` has the
-measurements and a suggested sweep.
+10^4\}\)) do not carry over through this mapping. The defaults (\(\lambda =
+10^{-2}, \theta = 10^{-1}, \nu = 1\)) are set from the gradients they give a
+ResNet-20 at the start (`docs/bonn.md`: the measurements and a suggested sweep;
+`docs/design.md`).
 
 # References
     - [Bayesian Optimized 1-Bit CNNs](https://arxiv.org/abs/1908.06314),
@@ -108,14 +106,21 @@ measurements and a suggested sweep.
 """
 
 import math
+from collections.abc import Iterable
 
 import larq as lq
 import numpy as np
 import tensorflow as tf
 from larq import utils
+from tensorflow.types.experimental import TensorLike
 
-from lns_larq.keras_utils import all_layers, check_binarized_layers_convertible, clone_nested, copy_weights
-from lns_larq.keras_utils import is_binarized_conv
+from lns_larq.keras_utils import (
+    all_layers,
+    check_binarized_layers_convertible,
+    clone_nested,
+    copy_weights,
+    is_binarized_conv,
+)
 from lns_larq.methods import Method, Option, register
 
 __all__ = [
@@ -160,7 +165,8 @@ def _variance_raw(variance, min_variance):
     return math.log(max(float(variance) - min_variance, 1e-3 * min_variance))
 
 
-def bayesian_kernel_loss(x, scale, mu_pos, mu_neg, var_pos, var_neg, nu=DEFAULT_NU):
+def bayesian_kernel_loss(x: TensorLike, scale: TensorLike, mu_pos: TensorLike, mu_neg: TensorLike,
+                         var_pos: TensorLike, var_neg: TensorLike, nu: float = DEFAULT_NU) -> tf.Tensor:
     r"""The Bayesian kernel loss of one layer, \(L_{kernel}\) above (unweighted).
 
     ```python
@@ -191,7 +197,8 @@ def bayesian_kernel_loss(x, scale, mu_pos, mu_neg, var_pos, var_neg, nu=DEFAULT_
     return (reconstruction + nu * (quad_pos + quad_neg + log_det)) / n
 
 
-def bayesian_feature_loss(features, labels, centres, variances):
+def bayesian_feature_loss(features: TensorLike, labels: TensorLike, centres: TensorLike,
+                          variances: TensorLike) -> tf.Tensor:
     r"""The Bayesian feature loss of a batch, \(L_{feature}\) above (unweighted).
 
     ```python
@@ -290,7 +297,7 @@ class BayesianKernelLoss(tf.keras.layers.Layer, tf.keras.regularizers.Regularize
     def var_neg(self):
         return self.min_variance + tf.exp(self.log_var_neg)
 
-    def kernel_loss(self, kernel):
+    def kernel_loss(self, kernel: TensorLike) -> tf.Tensor:
         """\\(L_{kernel}\\) of `kernel` (unweighted); reads the latent weights."""
         latent = getattr(kernel, "latent_variable", kernel)
         return bayesian_kernel_loss(
@@ -302,7 +309,7 @@ class BayesianKernelLoss(tf.keras.layers.Layer, tf.keras.regularizers.Regularize
         # The regulariser protocol, not a graph layer: Keras calls this on the variable.
         return 0.5 * self.bonn_lambda * self.kernel_loss(kernel)
 
-    def initialize(self, kernel):
+    def initialize(self, kernel: TensorLike) -> None:
         """Set every parameter to its maximum-likelihood value for `kernel`.
 
         \\(w = \\sum|x| / \\sum x^2\\) minimises the reconstruction; \\(\\mu_\\pm\\)
@@ -334,7 +341,7 @@ class BayesianKernelLoss(tf.keras.layers.Layer, tf.keras.regularizers.Regularize
         }
 
 
-def kernel_priors(model):
+def kernel_priors(model: tf.keras.Model) -> list[tuple[tf.keras.layers.Layer, "BayesianKernelLoss"]]:
     """`[(layer, BayesianKernelLoss)]` for every layer of `model` that has one."""
     return [
         (layer, layer.kernel_regularizer)
@@ -343,7 +350,7 @@ def kernel_priors(model):
     ]
 
 
-def classifier_layer(model, name=None):
+def classifier_layer(model: tf.keras.Model, name: str | None = None) -> tf.keras.layers.Dense:
     """The classifier of `model`: the `Dense` layer `name`, else the one named
     `"logits"`, else the last `Dense` layer. BONN's features are its input."""
     dense = [layer for layer in model.layers if isinstance(layer, tf.keras.layers.Dense)]
@@ -443,18 +450,18 @@ class BONNModel(tf.keras.Model):
         """\\(\\sigma^2\\), `(classes, D)`."""
         return self.min_variance + tf.exp(self.feature_log_variances)
 
-    def features(self, x, training=False):
+    def features(self, x: TensorLike, training: bool = False) -> tf.Tensor:
         """The features entering the classifier for inputs `x`."""
         return self._features_and_logits(x, training=training)[0]
 
-    def feature_loss(self, features, y):
+    def feature_loss(self, features: TensorLike, y: TensorLike) -> tf.Tensor:
         """\\(L_{feature}\\) (unweighted) of `features` with labels `y`."""
         return bayesian_feature_loss(
             features, _class_indices(y, self.num_classes),
             self.feature_centres, self.feature_variances,
         )
 
-    def kernel_loss(self):
+    def kernel_loss(self) -> tf.Tensor:
         """\\(\\sum_l L^{(l)}_{kernel}\\) (unweighted) over the binarized layers."""
         losses = [prior.kernel_loss(layer.kernel) for layer, prior in kernel_priors(self)]
         return tf.add_n(losses) if losses else tf.constant(0.0)
@@ -519,7 +526,7 @@ class BONNModel(tf.keras.Model):
         return cls(network.inputs, network.outputs, name=config.get("name"), **options)
 
 
-def initialize_state(model, data=None, max_batches=20):
+def initialize_state(model: tf.keras.Model, data: Iterable | None = None, max_batches: int = 20) -> None:
     """(Re)start the BONN parameters of `model` from its current weights.
 
     Every `BayesianKernelLoss` is set to its maximum-likelihood values for its layer's
@@ -563,7 +570,8 @@ def initialize_state(model, data=None, max_batches=20):
     model.feature_log_variances.assign(log_variances)
 
 
-def bonnify(model, bonn_lambda=DEFAULT_LAMBDA, bonn_theta=DEFAULT_THETA, bonn_nu=DEFAULT_NU, keep=()):
+def bonnify(model: tf.keras.Model, bonn_lambda: float = DEFAULT_LAMBDA, bonn_theta: float = DEFAULT_THETA,
+            bonn_nu: float = DEFAULT_NU, keep: Iterable[str] = ()) -> "BONNModel":
     """A copy of `model` trained the BONN way: a `BONNModel` of the same network.
 
     Every binarized `QuantConv2D` (binary kernel quantizer) gets a

@@ -13,7 +13,7 @@ from lns_larq.keras_utils import all_layers, is_binarized_conv
 from lns_larq.quantizers import quantized_kernel
 
 
-def binary_signs(model):
+def binary_signs(model: tf.keras.Model) -> dict[str, np.ndarray]:
     """`{layer name: int8 signs of the binary weights}` for every binarized conv."""
     return {
         layer.name: np.sign(quantized_kernel(layer).numpy()).astype(np.int8)
@@ -34,7 +34,7 @@ class LayerLog:
         self.directory = directory
         self._writer = None
 
-    def write(self, epoch, figures):
+    def write(self, epoch: int, figures: dict[str, dict[str, float]]) -> None:
         """`figures`: `{figure: {layer: value}}` for `epoch` (0-based)."""
         os.makedirs(self.directory, exist_ok=True)
         path = os.path.join(self.directory, "layers.csv")

@@ -306,3 +306,20 @@ def pipelines(arrays, batch_size=128, validation_size=0, train_subset=0, augment
 
     val = evaluation(*validation) if validation is not None else None
     return train, val, evaluation(arrays.x_test, arrays.y_test)
+
+
+def cifar10_test_images(data_path: str, n: int, validation_size: int = 0,
+                        train_subset: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The first `n` CIFAR-10 test images, normalised as training normalised them.
+
+    Normalisation statistics come from the training images `lns_larq.data.pipelines`
+    used (pass the run's `validation_size`/`train_subset`).
+    """
+    arrays = load("cifar10", data_path=data_path)
+    arrays.x_test, arrays.y_test = arrays.x_test[:n], arrays.y_test[:n]
+    _, _, test = pipelines(
+        arrays, batch_size=max(n, 1), validation_size=validation_size,
+        train_subset=train_subset, augment=False,
+    )
+    images, labels = next(iter(test))
+    return images.numpy(), labels.numpy()

@@ -30,6 +30,8 @@ import os
 
 import tensorflow as tf
 
+from lns_larq.errors import first_line
+
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 
 __all__ = ["STRATEGIES", "StrategyError", "get_strategy", "is_chief", "worker_index"]
@@ -72,7 +74,7 @@ def _tf_config():
     return config
 
 
-def get_strategy(name="default", tpu=None):
+def get_strategy(name: str = "default", tpu: str | None = None) -> tf.distribute.Strategy:
     """The `tf.distribute.Strategy` called `name` (one of `STRATEGIES`).
 
     Call it at the start of the program: `multi_worker` and `tpu` must be set up
@@ -101,13 +103,12 @@ def get_strategy(name="default", tpu=None):
             tf.tpu.experimental.initialize_tpu_system(resolver)
         except (ValueError, RuntimeError, tf.errors.OpError) as e:
             where = f"TPU {tpu!r}" if tpu else "a TPU in this environment (TPU_NAME, Cloud TPU VM)"
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise StrategyError(f"strategy tpu: cannot reach {where} ({reason}).") from None
+            raise StrategyError(f"strategy tpu: cannot reach {where} ({first_line(e)}).") from None
         return tf.distribute.TPUStrategy(resolver)
     raise StrategyError(f"Unknown strategy {name!r}; choose one of {STRATEGIES}.")
 
 
-def worker_index(strategy):
+def worker_index(strategy: tf.distribute.Strategy) -> int:
     """This worker's index in a multi-worker cluster; 0 on a single machine."""
     resolver = getattr(strategy, "cluster_resolver", None)
     if resolver is None or not resolver.task_type:
@@ -115,7 +116,7 @@ def worker_index(strategy):
     return resolver.task_id or 0
 
 
-def is_chief(strategy):
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
     """Whether this process writes the run's files: always, except on the workers
     other than the chief (`worker` 0, or the `chief` job) of a multi-worker run."""
     resolver = getattr(strategy, "cluster_resolver", None)

@@ -12,10 +12,10 @@ in a `Dense` without activation) unless the model's last layer is a softmax.
 
 ```python
 import lns_larq
-from lns_larq import data, evaluation, models
+from lns_larq import data, evaluation, keras_utils, models
 
 arrays = data.load("digits")  # or data.load("cifar10", data_path="cifar10.npz")
-model = models.get("resnet20", quantizer="dorefa")  # or evaluation.load_model("runs/<run>/model.keras")
+model = models.get("resnet20", quantizer="dorefa")  # or keras_utils.load_model("runs/<run>/model.keras")
 evaluation.check_compatible(model, arrays.input_shape, arrays.num_classes)
 results = evaluation.evaluate(model, arrays, limit=100)
 print(evaluation.format_summary(results))
@@ -25,12 +25,15 @@ evaluation.plot_confusion(results["confusion_matrix"], "/tmp/confusion.png",
 """
 
 import math
-import os
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
+from numpy.typing import ArrayLike
 
 from lns_larq import data as lns_data
+from lns_larq.keras_utils import load_model
 
 __all__ = [
     "CIFAR10_CLASSES",
@@ -52,39 +55,17 @@ CIFAR10_CLASSES = (
 
 
 class EvaluationError(ValueError):
-    """A model that cannot be loaded, or model and data that do not fit together."""
+    """Model and data that do not fit together."""
 
 
-def _first_line(error):
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
-def load_model(path):
-    """The Keras model saved at `path` (`.keras`, `.h5`), uncompiled.
-
-    LNS models (`lns_larq.LNSQuantizer`) and BONN models (`lns_larq.bonn.BONNModel`)
-    load too: importing `lns_larq` registers their classes.
-
-    # Raises
-        EvaluationError: with a one-line reason if the file is missing or unreadable.
-    """
-    if not os.path.isfile(path):
-        raise EvaluationError(f"{path}: no such file")
-    try:
-        return tf.keras.models.load_model(path, compile=False)
-    except Exception as e:  # Keras raises many types for unreadable files
-        raise EvaluationError(f"{path}: cannot load the model ({_first_line(e)})") from None
-
-
-def class_names(dataset, num_classes):
+def class_names(dataset: str | None, num_classes: int) -> list[str]:
     """Display names of the classes: CIFAR-10's, the digits, or `"0"`, `"1"`, ..."""
     if dataset == "cifar10" and num_classes == len(CIFAR10_CLASSES):
         return list(CIFAR10_CLASSES)
     return [str(i) for i in range(num_classes)]
 
 
-def check_compatible(model, input_shape, num_classes):
+def check_compatible(model: tf.keras.Model, input_shape: Sequence[int | None], num_classes: int) -> None:
     """Check that `model` takes images of `input_shape` (HWC) and outputs one score
     per class of `num_classes`.
 
@@ -117,7 +98,7 @@ def check_compatible(model, input_shape, num_classes):
         )
 
 
-def outputs_are_logits(model):
+def outputs_are_logits(model: tf.keras.Model) -> bool:
     """Whether `model` outputs logits: False only if its last layer is a softmax."""
     last = model.layers[-1] if model.layers else None
     if isinstance(last, tf.keras.layers.Softmax):
@@ -128,7 +109,7 @@ def outputs_are_logits(model):
     ) != "softmax"
 
 
-def test_dataset(arrays, batch_size=128, limit=0):
+def test_dataset(arrays: lns_data.Arrays, batch_size: int = 128, limit: int = 0) -> tf.data.Dataset:
     """The test split of `arrays` (its first `limit` images; 0: all) through the
     project's test pipeline, `lns_larq.data.pipelines`: batched `(images, labels)`,
     normalised with the statistics of the whole training split, as in training."""
@@ -141,7 +122,7 @@ def test_dataset(arrays, batch_size=128, limit=0):
     return test
 
 
-def confusion_matrix(labels, predictions, num_classes):
+def confusion_matrix(labels: ArrayLike, predictions: ArrayLike, num_classes: int) -> np.ndarray:
     """`num_classes` x `num_classes` counts: row = true class, column = predicted class."""
     matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
     np.add.at(matrix, (np.asarray(labels, np.int64), np.asarray(predictions, np.int64)), 1)
@@ -184,7 +165,8 @@ def _predict_function(model):
     return predict
 
 
-def evaluate(model, source, batch_size=128, limit=0, from_logits=None, names=None):
+def evaluate(model: tf.keras.Model, source: Any, batch_size: int = 128, limit: int = 0,
+             from_logits: bool | None = None, names: Sequence[str] | None = None) -> dict:
     """Evaluate `model` (inference mode) on a test set; returns a JSON-ready dict.
 
     # Arguments
@@ -267,7 +249,8 @@ def evaluate(model, source, batch_size=128, limit=0, from_logits=None, names=Non
     }
 
 
-def plot_confusion(matrix, path, class_names=None, title=None):
+def plot_confusion(matrix: ArrayLike, path: str, class_names: Sequence[str] | None = None,
+                   title: str | None = None) -> str:
     """Write the confusion matrix `matrix` (rows: true class, columns: predicted) as
     a figure to `path` (PNG): counts in the cells, shaded by the fraction of the true
     class's images. Uses matplotlib's Agg canvas (no display, no global backend)."""
@@ -302,7 +285,7 @@ def plot_confusion(matrix, path, class_names=None, title=None):
     return path
 
 
-def format_summary(results):
+def format_summary(results: dict) -> str:
     """A short readable summary of `evaluate`'s results."""
     loss = "n/a" if results["loss"] is None else f"{results['loss']:.4f}"
     lines = [

@@ -22,6 +22,7 @@ import dataclasses
 import tensorflow as tf
 
 from lns_larq.data import DataError
+from lns_larq.errors import first_line
 
 NAME = "imagenet2012"
 NUM_CLASSES = 1000
@@ -43,16 +44,16 @@ class ImageNet:
     num_classes: int = NUM_CLASSES
 
     @property
-    def input_shape(self):
+    def input_shape(self) -> tuple[int, int, int]:
         return (self.image_size, self.image_size, 3)
 
-    def num_examples(self, split):
+    def num_examples(self, split: str) -> int | None:
         """Images in `split` ("train", "validation"); `None` if tfds does not know."""
         splits = self.builder.info.splits
         return splits[split].num_examples if split in splits else None
 
 
-def load(data_dir=None, manual_dir=None, image_size=IMAGE_SIZE):
+def load(data_dir: str | None = None, manual_dir: str | None = None, image_size: int = IMAGE_SIZE) -> ImageNet:
     """The `imagenet2012` dataset, prepared from the archives in `manual_dir` the
     first time (this takes hours and ~150 GB in `data_dir`), then reused.
 
@@ -67,11 +68,10 @@ def load(data_dir=None, manual_dir=None, image_size=IMAGE_SIZE):
             download_config=tfds.download.DownloadConfig(manual_dir=manual_dir)
         )
     except (AssertionError, OSError, ValueError, tf.errors.OpError) as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise DataError(
             f"{NAME}: not prepared in data_dir {data_dir or '~/tensorflow_datasets'} and "
             f"cannot be built: put ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar "
-            f"in --manual_dir (default <data_dir>/downloads/manual) ({reason})."
+            f"in --manual_dir (default <data_dir>/downloads/manual) ({first_line(e)})."
         ) from None
     return ImageNet(builder, image_size=image_size)
 
@@ -80,7 +80,7 @@ def _normalize(image):
     return (tf.cast(image, tf.float32) - MEAN_RGB) / STDDEV_RGB
 
 
-def preprocess_train(image_bytes, image_size=IMAGE_SIZE, seed=None):
+def preprocess_train(image_bytes: tf.Tensor, image_size: int = IMAGE_SIZE, seed: int | None = None) -> tf.Tensor:
     """JPEG bytes -> a random-resized crop, flipped at random, normalised.
 
     The crop covers 8-100 % of the image's area with an aspect ratio in [3/4, 4/3];
@@ -105,7 +105,7 @@ def preprocess_train(image_bytes, image_size=IMAGE_SIZE, seed=None):
     return _normalize(image)
 
 
-def preprocess_eval(image_bytes, image_size=IMAGE_SIZE, resize_size=None):
+def preprocess_eval(image_bytes: tf.Tensor, image_size: int = IMAGE_SIZE, resize_size: int | None = None) -> tf.Tensor:
     """JPEG bytes -> shorter side resized to `resize_size`, centre `image_size` crop,
     normalised. `resize_size` defaults to 256 / 224 of `image_size` (256 for 224)."""
     resize_size = resize_size or round(image_size * RESIZE_SIZE / IMAGE_SIZE)
@@ -121,7 +121,8 @@ def preprocess_eval(image_bytes, image_size=IMAGE_SIZE, resize_size=None):
     return _normalize(tf.ensure_shape(image, (image_size, image_size, 3)))
 
 
-def pipelines(source, batch_size=256, seed=0, train_subset=0, shuffle_buffer=10_000, drop_remainder=False):
+def pipelines(source: ImageNet, batch_size: int = 256, seed: int = 0, train_subset: int = 0,
+              shuffle_buffer: int = 10_000, drop_remainder: bool = False) -> tuple[tf.data.Dataset, tf.data.Dataset]:
     """`(train, validation)` `tf.data` pipelines of `(image, label)` batches.
 
     `batch_size` is the global batch: under a `tf.distribute` strategy, Keras splits

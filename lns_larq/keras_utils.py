@@ -4,7 +4,8 @@
 - cloning it layer by layer, nested models included (`clone_nested`);
 - copying weights into a model with the same layer names (`copy_weights`);
 - recognising binarized Larq layers (`is_binarized_conv`, `is_binarized`,
-  `check_binarized_layers_convertible`).
+  `check_binarized_layers_convertible`);
+- loading a saved model, with a one-line error (`load_model`).
 
 ```python
 from lns_larq import models
@@ -23,10 +24,13 @@ copy_weights(model, latent)
 ```
 """
 
+import os
 from collections.abc import Callable, Iterable, Iterator
 
 import larq as lq
 import tensorflow as tf
+
+from lns_larq.errors import first_line
 
 __all__ = [
     "all_layers",
@@ -35,6 +39,7 @@ __all__ = [
     "copy_weights",
     "is_binarized",
     "is_binarized_conv",
+    "load_model",
 ]
 
 # The attributes under which Larq layers keep their weight quantizers.
@@ -139,3 +144,24 @@ def check_binarized_layers_convertible(model: tf.keras.Model, method: str, keep:
             "a 1x1 QuantConv2D, or pass keep=[...] with these names to leave them as they are."
         )
 
+
+
+def load_model(path: str) -> tf.keras.Model:
+    """The Keras model saved at `path` (`.keras`, `.h5`), uncompiled.
+
+    LNS models (`lns_larq.LNSQuantizer`) and BONN models (`lns_larq.bonn.BONNModel`)
+    load too: importing `lns_larq` registers their classes.
+
+    ```python
+    model = lns_larq.keras_utils.load_model("runs/run/model.keras")
+    ```
+
+    # Raises
+        ValueError: with a one-line reason if the file is missing or unreadable.
+    """
+    if not os.path.isfile(path):
+        raise ValueError(f"{path}: no such file")
+    try:
+        return tf.keras.models.load_model(path, compile=False)
+    except Exception as e:  # Keras raises many types for unreadable files
+        raise ValueError(f"{path}: cannot load the model ({first_line(e)})") from None

@@ -5,19 +5,27 @@ import contextlib
 import json
 import logging
 import os
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager
+from typing import Any
 
 import larq as lq
 import tensorflow as tf
 
 from lns_larq.callbacks import LayerLog
-from lns_larq.keras_utils import all_layers, check_binarized_layers_convertible, clone_nested, copy_weights
-from lns_larq.keras_utils import is_binarized_conv
+from lns_larq.keras_utils import (
+    all_layers,
+    check_binarized_layers_convertible,
+    clone_nested,
+    copy_weights,
+    is_binarized_conv,
+)
 from lns_larq.methods import Method, Option, register
 from lns_larq.quantizers import LNS_OPTIONS, LNSQuantizer, lns_layers, scale_kind
 
 _logger = logging.getLogger(__name__)
 
-def lnsify(model, keep=(), **quantizer_options):
+def lnsify(model: tf.keras.Model, keep: Iterable[str] = (), **quantizer_options: Any) -> tf.keras.Model:
     """A copy of `model` with every binarized conv's kernel quantizer an `LNSQuantizer`.
 
     Each replacement keeps the scale kind of the quantizer it replaces (DoReFa:
@@ -74,7 +82,7 @@ def lnsify(model, keep=(), **quantizer_options):
     return new_model
 
 
-def freeze_labels(model):
+def freeze_labels(model: tf.keras.Model) -> None:
     """Freeze `sign(W)` of the current latent weights as the noisy labels of every
     LNS layer with `labels="pretrained"` (the others recompute them every step)."""
     for layer in lns_layers(model):
@@ -82,7 +90,7 @@ def freeze_labels(model):
 
 
 @contextlib.contextmanager
-def mapping_only(model):
+def mapping_only(model: tf.keras.Model) -> Iterator[tf.keras.Model]:
     """Within the block, only the LNS mapping networks of `model` are trainable.
 
     The warm start of paper Sec. 4.1: the mapping networks learn while every other
@@ -148,14 +156,14 @@ def _quantizers_set(model, name, value):
             setattr(q, name, old)
 
 
-def labels_as_weights(model):
+def labels_as_weights(model: tf.keras.Model) -> AbstractContextManager[tf.keras.Model]:
     """Within the block, every LNS layer of `model` binarizes to its noisy labels
     instead of the mapping's prediction: with `labels="pretrained"`, or before
     fine-tuning, that is the pretrained binary network. Compile inside the block."""
     return _quantizers_set(model, "use_labels", True)
 
 
-def supervision_weight(model, alpha):
+def supervision_weight(model: tf.keras.Model, alpha: float) -> AbstractContextManager[tf.keras.Model]:
     """Within the block, every LNS layer of `model` weights its auxiliary loss by
     `alpha`. Compile inside the block: the loss is traced into the train step."""
     return _quantizers_set(model, "alpha", float(alpha))
@@ -176,12 +184,12 @@ def _overall(counts):
     return sum(a for a, _ in counts.values()) / sum(n for _, n in counts.values())
 
 
-def layer_agreement(model):
+def layer_agreement(model: tf.keras.Model) -> dict[str, float]:
     """{layer name: fraction of its mapped binary weights equal to their noisy labels}."""
     return {name: agree / size for name, (agree, size) in _agreement_counts(model).items()}
 
 
-def agreement(model):
+def agreement(model: tf.keras.Model) -> float:
     """Fraction of the mapped binary weights of `model` equal to their noisy labels."""
     return _overall(_agreement_counts(model))
 
@@ -206,8 +214,7 @@ class StopAtAgreement(tf.keras.callbacks.Callback):
     network is then the pretrained one. The other use is the stop
     at 1 - rho (`layer_target=0`): under the noise model of paper Eqs. 8-9 a
     fraction rho of the labels is wrong, so a mapping that has learnt the clean
-    weights agrees with about 1 - rho of them, and on the controlled task
-    (`lns_larq.noisy_filters`, 5 % flips) the most flips were corrected there.
+    weights agrees with about 1 - rho of them (docs/design.md).
 
     # Arguments
         target: Fraction of all mapped binary weights that must agree.
@@ -223,7 +230,7 @@ class StopAtAgreement(tf.keras.callbacks.Callback):
         self.steps = 0
         self.stopped_at = None  # the step count at the stop
 
-    def lagging(self):
+    def lagging(self) -> dict[str, float]:
         """{layer: agreement} of the layers below `layer_target`, plus `"overall"`
         if all weights together are below `target`; empty once both are met."""
         counts = _agreement_counts(self.model)
@@ -239,9 +246,11 @@ class StopAtAgreement(tf.keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-def warm_start(model, data, epochs=1, steps_per_epoch=None, optimizer=None, alpha=1.0,
-               cross_entropy=False, stop_agreement=WARM_START_AGREEMENT,
-               layer_agreement=WARM_START_LAYER_AGREEMENT, callbacks=(), verbose=1):
+def warm_start(model: tf.keras.Model, data: tf.data.Dataset, epochs: int = 1, steps_per_epoch: int | None = None,
+               optimizer: tf.keras.optimizers.Optimizer | None = None, alpha: float = 1.0,
+               cross_entropy: bool = False, stop_agreement: float = WARM_START_AGREEMENT,
+               layer_agreement: float = WARM_START_LAYER_AGREEMENT, callbacks: Iterable = (),
+               verbose: int = 1, warn: bool = True) -> "StopAtAgreement | None":
     """Train the random mapping networks of `model` alone (paper Sec. 4.1).
 
     All other weights are frozen (`mapping_only`). The loss is the noisy-supervision
@@ -255,7 +264,8 @@ def warm_start(model, data, epochs=1, steps_per_epoch=None, optimizer=None, alph
     binary weights and `layer_agreement` of every layer's (`StopAtAgreement`; by
     default, until the mapped network reproduces the pretrained one), or after
     `epochs * steps_per_epoch` steps, the cap. At the cap short of the targets, a
-    one-line warning names the layers that missed them. `stop_agreement=0.995,
+    one-line warning names the layers that missed them (`warn=False` leaves that
+    to the caller: a training run says it in its warm-start summary line). `stop_agreement=0.995,
     layer_agreement=0` is the stop at 1 - rho; `stop_agreement=0` trains to the cap.
     `optimizer` defaults to Adam at 1e-3. Returns the `StopAtAgreement` callback
     (its `stopped_at` step, or None at the cap) or None without a stop; the model
@@ -289,7 +299,7 @@ def warm_start(model, data, epochs=1, steps_per_epoch=None, optimizer=None, alph
         lagging = stop.lagging()
         if not lagging:  # reached on the last steps, between two checks
             stop.stopped_at = stop.steps
-        else:
+        elif warn:
             lagging = ", ".join(f"{name} {value:.4f}" for name, value in lagging.items())
             _logger.warning(
                 f"warm start: the step cap ({stop.steps} steps) came before agreement "
@@ -333,7 +343,7 @@ class LNSMonitor(tf.keras.callbacks.Callback):
             self.layer_log.write(epoch, self.layer_figures)
 
 
-def lns_layer_state(model, sample=None):
+def lns_layer_state(model: tf.keras.Model, sample: tuple | None = None) -> dict[str, dict[str, float]]:
     """`{figure: {layer: value}}` of a model's LNS layers (see `LNSMonitor`)."""
     figures = {}
     layers = lns_layers(model)
@@ -369,7 +379,7 @@ def _grad_ratios(model, layers, sample):
     return ratios
 
 
-def lns_state(model):
+def lns_state(model: tf.keras.Model) -> dict[str, float]:
     """`{"aux_loss": ..., "agreement": ...}` of a model's LNS layers (see LNSMonitor)."""
     aux = sum(
         float(layer.kernel_quantizer.auxiliary_loss(tf.convert_to_tensor(layer.kernel.latent_variable)))
@@ -441,7 +451,7 @@ class LNS(Method):
         stop = warm_start(
             model, run.train, epochs=config.warmup_epochs, steps_per_epoch=run.steps_per_epoch,
             optimizer=tf.keras.optimizers.Adam(config.warmup_lr), alpha=config.warmup_alpha,
-            cross_entropy=config.warmup_objective == "full", verbose=config.verbose,
+            cross_entropy=config.warmup_objective == "full", verbose=config.verbose, warn=False,
             stop_agreement=config.warmup_agreement, layer_agreement=config.warmup_layer_agreement,
             callbacks=[
                 LNSMonitor(layer_log_dir=os.path.join(run.write_dir, "warmup")),
@@ -470,3 +480,20 @@ class LNS(Method):
 
     def callbacks(self, run):
         return [LNSMonitor(sample=run.sample, layer_log_dir=run.write_dir)]
+
+    def summary(self, report: dict) -> str:
+        """The warm start in one line: agreement, the stop, test accuracy before and
+        after, and the layers below the per-layer target (the rest is in warmup.json)."""
+        target = report.get("stop_layer_agreement") or 0.0
+        lagging = [f"{name} {1 - d:.4f}" for name, d in report["disagreement_per_layer"].items() if 1 - d < target]
+        step = report.get("stopped_at_step")
+        stop = f"stopped at step {step}" if step else "ran to its step cap"
+        if not step and report.get("stop_agreement"):
+            stop += (f" before agreement {report['stop_agreement']:g} overall and {target:g} per layer: "
+                     "give it more steps (warmup_epochs) or a larger warmup_lr")
+        line = (f"warm start: {100 * report['agreement']:.3f} % of the binary weights agree with their labels "
+                f"({stop}); test accuracy {100 * report['labels_test_accuracy']:.2f} % at the labels, "
+                f"{100 * report['warmup_test_accuracy']:.2f} % after")
+        if lagging:
+            line += f"; below {target:g}: {', '.join(lagging)}"
+        return line + " (all figures: warmup.json)"

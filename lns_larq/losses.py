@@ -3,6 +3,7 @@
 import math
 
 import tensorflow as tf
+from tensorflow.types.experimental import TensorLike
 
 
 def check_noise_rates(rho_pos: float, rho_neg: float) -> None:
@@ -17,7 +18,7 @@ def check_noise_rates(rho_pos: float, rho_neg: float) -> None:
         )
 
 
-def unbiased_mse(q_hat, q_noisy, rho_pos: float, rho_neg: float):
+def unbiased_mse(q_hat: TensorLike, q_noisy: TensorLike, rho_pos: float, rho_neg: float) -> tf.Tensor:
     r"""Element-wise unbiased squared error under class-conditional label noise.
 
     Paper Eq. 15 with \(\ell(\hat q, q) = (\hat q - q)^2\):

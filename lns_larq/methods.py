@@ -8,7 +8,8 @@ A method is a `Method` subclass registered with `@register`. It declares
   setting of `lns_larq.training.TrainConfig` and a flag of `train/fit.py` of the
   same name;
 - what a run needs before `fit` (`prepare`: LNS's warm start, BONN's state);
-- which callbacks it adds to `fit` (`callbacks`).
+- which callbacks it adds to `fit` (`callbacks`), and how `prepare`'s report reads
+  (`summary`).
 
 The trainer calls these hooks and never branches on a method's name, so a new
 method is one module with a `Method` subclass plus one registration line:
@@ -36,6 +37,7 @@ config = training.TrainConfig(model="resnet20_shrink", shrink=0.1)  # train/fit.
 from __future__ import annotations
 
 import dataclasses
+import json
 import numbers
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -223,6 +225,10 @@ class Method:
     def callbacks(self, run: Run) -> list:
         """Keras callbacks the method adds to `fit`."""
         return []
+
+    def summary(self, report: dict) -> str:
+        """One line for a person about `prepare`'s report (the trainer prints it)."""
+        return f"{self.suffix}: {json.dumps(report)}"
 
 
 _REGISTRY: dict = {}  # suffix -> Method instance, in registration order

@@ -24,6 +24,7 @@ curve[-1]  # {"step": 50, "corrected": ..., "broken": ..., "agreement": ...}
 """
 
 import dataclasses
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -38,7 +39,7 @@ class Task:
     flipped: np.ndarray
 
 
-def make_task(filters=256, channels=16, kernel_size=3, rho=0.05, seed=0):
+def make_task(filters: int = 256, channels: int = 16, kernel_size: int = 3, rho: float = 0.05, seed: int = 0) -> Task:
     """Synthetic structured filters with a fraction `rho` of flipped, shrunk taps."""
     rng = np.random.default_rng(seed)
     shape = (kernel_size, kernel_size, channels, filters)
@@ -50,7 +51,7 @@ def make_task(filters=256, channels=16, kernel_size=3, rho=0.05, seed=0):
     return Task(kernel.astype(np.float32), clean.astype(np.float32), flipped)
 
 
-def score(binary, task):
+def score(binary: np.ndarray, task: Task) -> dict[str, float]:
     """`corrected`, `broken` and `agreement` (with the noisy labels) of binary weights."""
     binary = np.sign(binary)
     right = binary == task.clean
@@ -61,7 +62,8 @@ def score(binary, task):
     }
 
 
-def train_mapping(quantizer, task, steps, lr=1e-3, every=25, seed=0):
+def train_mapping(quantizer: Any, task: Task, steps: int, lr: float = 1e-3, every: int = 25,
+                  seed: int = 0) -> list[dict[str, float]]:
     """Train `quantizer`'s mapping on the noisy-supervision loss alone.
 
     Adam at `lr`; the loss is `quantizer.auxiliary_loss` (Eq. 15, weighted by its

@@ -57,7 +57,7 @@ class Pretrained:
     holdout_accuracy: float | None = None
 
     @property
-    def path(self):
+    def path(self) -> str:
         return os.path.join(WEIGHTS_DIR, self.file)
 
 
@@ -65,7 +65,7 @@ MANIFEST = "manifest.json"
 PRETRAINED = {}  # (model name, weights name) -> Pretrained, from WEIGHTS_DIR/manifest.json
 
 
-def read_manifest(directory):
+def read_manifest(directory: str) -> dict:
     """The manifest in `directory`: `{"<model>/<weights>": Pretrained fields}`, empty if none."""
     path = os.path.join(directory, MANIFEST)
     if not os.path.exists(path):
@@ -74,12 +74,12 @@ def read_manifest(directory):
         return json.load(f)
 
 
-def register(name, weights, entry):
+def register(name: str, weights: str, entry: Pretrained) -> None:
     """Make `lns_larq.models.get(name, weights=weights)` load `entry`."""
     PRETRAINED[(name, weights)] = entry
 
 
-def entry(name, weights):
+def entry(name: str, weights: str) -> Pretrained:
     """The `Pretrained` of model `name` and weights `weights`.
 
     # Raises
@@ -91,7 +91,7 @@ def entry(name, weights):
     return PRETRAINED[(name, weights)]
 
 
-def sha256(path):
+def sha256(path: str | os.PathLike) -> str:
     """The hex SHA-256 digest of the file at `path`."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -100,7 +100,7 @@ def sha256(path):
     return digest.hexdigest()
 
 
-def checked_path(item):
+def checked_path(item: Pretrained) -> str:
     """`item.path`, after checking that the file exists and has its SHA-256.
 
     # Raises
@@ -117,7 +117,7 @@ def checked_path(item):
     return item.path
 
 
-def build_options(item, options):
+def build_options(item: Pretrained, options: dict) -> dict:
     """`options` completed with the entry's; a conflicting option is a one-line error."""
     for key, value in item.options.items():
         if key in options and options[key] != value:
@@ -125,7 +125,7 @@ def build_options(item, options):
     return {**options, **item.options}
 
 
-def preprocess(images):
+def preprocess(images: np.ndarray) -> np.ndarray:
     """uint8 (or 0-255 float) CIFAR-10 images, normalised as the shipped models were trained.
 
     \\[ x' = (x - \\mu_c) / \\sigma_c \\]

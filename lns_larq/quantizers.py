@@ -15,9 +15,12 @@ conv = lq.layers.QuantConv2D(
 ```
 """
 
+from typing import Any
+
 import larq as lq
 import tensorflow as tf
 from larq import utils
+from tensorflow.types.experimental import TensorLike
 
 from lns_larq.keras_utils import all_layers
 from lns_larq.losses import check_noise_rates, unbiased_mse
@@ -38,7 +41,7 @@ __all__ = [
 SCALE_KINDS = ("layer", "channel", None)
 
 
-def weight_scale(kernel, scale):
+def weight_scale(kernel: tf.Tensor, scale: str | None) -> tf.Tensor:
     r"""The scale factor of binary weights, from the latent kernel, without gradient.
 
     - `"layer"` (DoReFa-Net): \(\frac{1}{n}\lVert W \rVert_1\), one scalar per layer;
@@ -108,7 +111,7 @@ WEIGHT_QUANTIZERS = {
 }
 
 
-def scale_kind(quantizer):
+def scale_kind(quantizer: Any) -> str | None:
     """The scale kind (`"layer"`, `"channel"` or `None`) a binary quantizer applies."""
     if isinstance(quantizer, DoReFaSign):
         return "layer"
@@ -142,17 +145,15 @@ def _bound_derivative(kind, z):
     return tf.cast(tf.abs(z) <= 1.0, z.dtype)
 
 
-def mapping_network(kind, filter_shape, width=2.0, decay=0.0, zero_last=False, name="mapping",
-                    filters=None):
+def mapping_network(kind: str, filter_shape: tuple[int, int, int], width: float = 2.0, decay: float = 0.0,
+                    zero_last: bool = False, name: str = "mapping", filters: int | None = None) -> tf.keras.Sequential:
     r"""The mapping \(f_\theta\) of one layer, a Keras model from filters to filters.
 
     Input and output are batches of filters seen as images, `(n, kh, kw, c_in)`.
     The hidden width is `width` times the input's size, times \(\max(1, n / c_{in})\)
     for a layer of `filters` \(= n\) filters: one mapping fits all \(n\) filters of its
     layer, so a conv that widens (\(n = 2c_{in}\), the stride-2 convs of ResNet)
-    gets the same capacity per filter as one that does not. With the hidden width
-    tied to \(c_{in}\) alone, those convs were the last to agree with their labels
-    in the warm start (`docs/design.md`).
+    gets the same capacity per filter as one that does not (`docs/design.md`).
 
     - `"conv3"` (the paper's): three 3x3 convs, c -> hc -> hc -> c, padding "same",
       each hidden conv followed by `LayerNormalization` over the filter's axes and
@@ -258,11 +259,9 @@ class LNSQuantizer(lq.quantizers._BaseQuantizer):
     (1 - \rho_{+1} - \rho_{-1})\), so its minimum lies at \(|t| > 1\), outside any
     bound. Applied to the bounded output (`loss_input="output"`), it drives \(z\)
     without limit into tanh's saturation, where the classification gradient
-    (\(\propto b'(z)\)) dies: measured on CIFAR-10, the old gated design ended with
-    \(\mathrm{mean}(1 - \hat q^2) \le 0.02\) and no binary weight ever disagreed with
-    \(\mathrm{sign}(W)\). Applied to the pre-activation (`loss_input="preactivation"`,
-    the default), \(z\) settles at \(\pm t \approx \pm 1.01\), where
-    \(\tanh'(z) \approx 0.41\): both losses keep their gradient. (With `hardtanh`,
+    (\(\propto b'(z)\)) dies (`docs/design.md`). Applied to the pre-activation
+    (`loss_input="preactivation"`, the default), \(z\) settles at \(\pm t \approx
+    \pm 1.01\), where \(\tanh'(z) \approx 0.41\): both losses keep their gradient. (With `hardtanh`,
     \(b'(\pm 1.01) = 0\), so keep `tanh` for `"preactivation"`.)
 
     **Labels.** `labels="current"` (default, the paper's Algorithm 1): \(\tilde Q =
@@ -274,15 +273,14 @@ class LNSQuantizer(lq.quantizers._BaseQuantizer):
     **Correction versus memorisation.** The paper's conv3 mapping has 72 c^2
     parameters, more than the layer has weights, so trained long enough it fits
     every noisy label. What it corrects first and forgets later is decided by
-    `width`, `decay` (L2 on \(\theta\)) and the length of the warm start; measured
-    on the controlled task of `lns_larq.noisy_filters` (see `docs/controlled.md`).
+    `width`, `decay` (L2 on \(\theta\)) and the length of the warm start (the
+    controlled task of `lns_larq.noisy_filters`, `docs/controlled.md`).
 
-    **Gated form** (`gated=True`, the project's first design, kept to compare):
+    **Gated form** (`gated=True`):
     \(z = W_n \odot (1 + f_\theta(W_n))\) with the last layer of \(f_\theta\) at
     zero, so the untrained mapping is \(\mathrm{sign}(W)\) exactly. Per element,
     Eq. 15 never favours a flip, and it only raises the gains, so the gated mapping
-    stays at \(\mathrm{sign}(W)\): on the controlled task it corrects none of the
-    flipped weights.
+    stays at \(\mathrm{sign}(W)\) (`docs/design.md`).
 
     ```python
     conv = lq.layers.QuantConv2D(
@@ -361,12 +359,12 @@ class LNSQuantizer(lq.quantizers._BaseQuantizer):
         # frozen labels must be saved with the model.
         return [self.pretrained_labels] if hasattr(self, "pretrained_labels") else []
 
-    def freeze_labels(self, kernel):
+    def freeze_labels(self, kernel: TensorLike) -> None:
         """Freeze \\(\\mathrm{sign}(W_0)\\) of `kernel` as the noisy labels (`labels="pretrained"`)."""
         if self.labels == "pretrained":
             self.pretrained_labels.assign(lq.math.sign(tf.convert_to_tensor(kernel)))
 
-    def noisy_labels(self, kernel):
+    def noisy_labels(self, kernel: tf.Tensor) -> tf.Tensor:
         """The noisy labels \\(\\tilde Q\\) of `kernel`, without gradient."""
         current = tf.stop_gradient(lq.math.sign(kernel))
         if self.labels == "current":
@@ -374,7 +372,7 @@ class LNSQuantizer(lq.quantizers._BaseQuantizer):
         frozen = tf.convert_to_tensor(self.pretrained_labels)
         return tf.where(frozen != 0, frozen, current)
 
-    def preactivation(self, kernel):
+    def preactivation(self, kernel: tf.Tensor) -> tf.Tensor:
         """The mapping's pre-activation \\(z\\), in the shape of `kernel`."""
         images = _filters_as_images(kernel)
         rms = tf.sqrt(tf.reduce_mean(tf.square(images), axis=[1, 2, 3], keepdims=True))
@@ -384,11 +382,11 @@ class LNSQuantizer(lq.quantizers._BaseQuantizer):
             z = w_n * (1.0 + z)
         return _images_as_filters(z, tf.shape(kernel))
 
-    def predict_continuous(self, kernel):
+    def predict_continuous(self, kernel: tf.Tensor) -> tf.Tensor:
         """The continuous prediction \\(\\hat Q_c = b(z)\\)."""
         return _bound(self.bound, self.preactivation(kernel))
 
-    def auxiliary_loss(self, kernel, z=None):
+    def auxiliary_loss(self, kernel: tf.Tensor, z: tf.Tensor | None = None) -> tf.Tensor:
         """\\(\\alpha\\,\\mathrm{mean}\\,\\tilde\\ell\\) of paper Eq. 15 for this layer (Eq. 17)."""
         z = self.preactivation(kernel) if z is None else z
         prediction = z if self.loss_input == "preactivation" else _bound(self.bound, z)
@@ -407,7 +405,7 @@ class LNSQuantizer(lq.quantizers._BaseQuantizer):
         outputs = weight_scale(inputs, self.scale) * lq.quantizers.ste_sign(_bound(self.bound, z))
         return super().call(outputs)
 
-    def state(self, kernel):
+    def state(self, kernel: tf.Tensor) -> dict[str, float]:
         """Diagnostics of the mapping on `kernel` (inference mode), as Python floats.
 
         - `disagreement`: fraction of binary weights whose sign differs from the
@@ -434,7 +432,7 @@ class LNSQuantizer(lq.quantizers._BaseQuantizer):
         }
 
 
-def quantized_kernel(layer):
+def quantized_kernel(layer: tf.keras.layers.Layer) -> tf.Tensor:
     """The kernel `layer` convolves with (inference mode, no auxiliary loss added)."""
     quantizer = layer.kernel_quantizer
     # A tensor, not the variable: under tf.distribute the latent variable is a
@@ -445,7 +443,7 @@ def quantized_kernel(layer):
     return quantizer(latent)
 
 
-def lns_layers(model):
+def lns_layers(model: tf.keras.Model) -> list[tf.keras.layers.Layer]:
     """The layers of `model` whose kernel quantizer is an `LNSQuantizer`."""
     return [
         layer for layer in all_layers(model)

@@ -16,6 +16,7 @@ import json
 import os
 
 import numpy as np
+import tensorflow as tf
 
 from lns_larq import export, models, pretrained
 from lns_larq.quantizers import lns_layers
@@ -23,16 +24,18 @@ from lns_larq.quantizers import lns_layers
 __all__ = ["save"]
 
 
-def save(model, name, weights, quantizer, images, labels, data, command, directory=pretrained.WEIGHTS_DIR,
-         holdout=None):
+def save(model: tf.keras.Model, name: str, weights: str, quantizer: str, images: np.ndarray, labels: np.ndarray,
+         data: str, command: str, directory: str = pretrained.WEIGHTS_DIR,
+         holdout: "tuple[np.ndarray, np.ndarray] | None" = None) -> pretrained.Pretrained:
     """Ship `model`'s inference weights as `lns_larq.models.get(name, weights=weights)`.
 
     A method variant (LNS) is baked first, so the file holds the base
     architecture's weights; `quantizer` is the model's weight quantizer
-    (`"dorefa"`, `"xnor"`, `"binarynet"`), an option the weights need. The file is checked by loading it into a fresh base
-    model, whose accuracy on `images` (uint8) and `labels` is what the manifest
-    states, over all of them and over the first 1,000; and on `holdout`, the
-    `(images, labels)` the run held out to select its epoch, if given.
+    (`"dorefa"`, `"xnor"`, `"binarynet"`), an option the weights need. The file is
+    checked by loading it into a fresh base model, whose accuracy on `images`
+    (uint8) and `labels` is what the manifest states, over all of them and over
+    the first 1,000; and on `holdout`, the `(images, labels)` the run held out to
+    select its epoch, if given.
 
     # Returns
         The `Pretrained` entry written to `directory/manifest.json`.
@@ -78,7 +81,8 @@ def _write_readme(directory, manifest):
         "`lns_larq.models.get(name, weights=...)`, which checks each file's SHA-256 "
         "(`lns_larq/pretrained.py`). Inputs: `lns_larq.pretrained.preprocess(uint8_images)`.",
         "",
-        "| model | weights | file | test accuracy % | hold-out accuracy % | first 1,000 test images % | data | command |",
+        "| model | weights | file | test accuracy % | hold-out accuracy % | first 1,000 test images % "
+        "| data | command |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for key, item in sorted(manifest.items()):

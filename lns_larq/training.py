@@ -30,6 +30,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -37,7 +38,8 @@ import tensorflow as tf
 
 from lns_larq import callbacks as lns_callbacks
 from lns_larq import data, distribute, imagenet, methods, models
-from lns_larq.keras_utils import all_layers, copy_weights, is_binarized_conv
+from lns_larq.errors import first_line
+from lns_larq.keras_utils import all_layers, copy_weights, is_binarized_conv, load_model
 from lns_larq.methods import Run
 from lns_larq.quantizers import WEIGHT_QUANTIZERS, scale_kind
 
@@ -112,7 +114,7 @@ class TrainConfig:
     def __repr__(self):
         return f"TrainConfig({', '.join(f'{name}={value!r}' for name, value in vars(self).items())})"
 
-    def validate(self):
+    def validate(self) -> None:
         """Raise `ConfigError` naming the first invalid setting."""
         try:
             _, method = models.split_name(self.model)
@@ -125,14 +127,20 @@ class TrainConfig:
             (self.lr > 0, f"lr must be > 0, got {self.lr}"),
             (0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}"),
             (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
-            (self.lr_schedule in LR_SCHEDULES, f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}"),
-            (all(b > 0 for b in self.lr_boundaries), f"lr_boundaries must be positive epochs, got {self.lr_boundaries}"),
+            (self.lr_schedule in LR_SCHEDULES,
+             f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}"),
+            (all(b > 0 for b in self.lr_boundaries),
+             f"lr_boundaries must be positive epochs, got {self.lr_boundaries}"),
             (self.lr_factor > 0, f"lr_factor must be > 0, got {self.lr_factor}"),
-            (self.quantizer in WEIGHT_QUANTIZERS, f"quantizer must be one of {sorted(WEIGHT_QUANTIZERS)}, got {self.quantizer!r}"),
+            (self.quantizer in WEIGHT_QUANTIZERS,
+             f"quantizer must be one of {sorted(WEIGHT_QUANTIZERS)}, got {self.quantizer!r}"),
             (self.dataset in DATASETS, f"dataset must be one of {DATASETS}, got {self.dataset!r}"),
-            (self.strategy in distribute.STRATEGIES, f"strategy must be one of {distribute.STRATEGIES}, got {self.strategy!r}"),
-            (self.dataset != imagenet.NAME or not self.data_path, "data_path is for CIFAR-10; imagenet2012 reads --data_dir/--manual_dir"),
-            (self.dataset != imagenet.NAME or not self.validation_size, "validation_size is for CIFAR-10; imagenet2012 validates on its validation split"),
+            (self.strategy in distribute.STRATEGIES,
+             f"strategy must be one of {distribute.STRATEGIES}, got {self.strategy!r}"),
+            (self.dataset != imagenet.NAME or not self.data_path,
+             "data_path is for CIFAR-10; imagenet2012 reads --data_dir/--manual_dir"),
+            (self.dataset != imagenet.NAME or not self.validation_size,
+             "validation_size is for CIFAR-10; imagenet2012 validates on its validation split"),
             (self.steps_per_epoch >= 0, f"steps_per_epoch must be >= 0, got {self.steps_per_epoch}"),
             (self.train_subset >= 0, f"train_subset must be >= 0, got {self.train_subset}"),
             (self.validation_size >= 0, f"validation_size must be >= 0, got {self.validation_size}"),
@@ -161,7 +169,8 @@ class TrainConfig:
 
 
 
-def build_model(config, input_shape, num_classes, method=True):
+def build_model(config: TrainConfig, input_shape: tuple[int, ...], num_classes: int,
+                method: bool = True) -> tf.keras.Model:
     """The model `config.model` (its base network when `method` is False)."""
     base, _ = models.split_name(config.model)
     options = dict(num_classes=num_classes, input_shape=input_shape)
@@ -173,11 +182,7 @@ def build_model(config, input_shape, num_classes, method=True):
     return models.get(config.model, **options, **wrapper.options_from_config(config))
 
 
-def _first_line(error):
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-
-
-def load_pretrained(path, model, base_factory):
+def load_pretrained(path: str, model: tf.keras.Model, base_factory: Callable[[], tf.keras.Model]) -> None:
     """Copy the weights saved at `path` into `model`.
 
     `path` is a saved model (`.keras`, `.h5`), a weights file (`.weights.h5`) or a
@@ -186,9 +191,9 @@ def load_pretrained(path, model, base_factory):
     """
     if path.endswith(".keras") or (path.endswith(".h5") and not path.endswith(".weights.h5")):
         try:
-            source = tf.keras.models.load_model(path, compile=False)
-        except Exception as e:  # Keras raises many types for unreadable files
-            raise ConfigError(f"pretrained {path}: cannot load the model ({_first_line(e)})") from None
+            source = load_model(path)
+        except ValueError as e:  # one line: "<path>: cannot load the model (<reason>)"
+            raise ConfigError(f"pretrained {e}") from None
     else:
         source = base_factory()
         try:
@@ -197,7 +202,7 @@ def load_pretrained(path, model, base_factory):
                 status.assert_existing_objects_matched()
         except Exception as e:
             raise ConfigError(
-                f"pretrained {path}: weights do not match {source.name} ({_first_line(e)})"
+                f"pretrained {path}: weights do not match {source.name} ({first_line(e)})"
             ) from None
     source_layers = {layer.name: layer for layer in all_layers(source)}
     for layer in all_layers(model):
@@ -219,14 +224,14 @@ def load_pretrained(path, model, base_factory):
         raise ConfigError(f"pretrained {path}: {e}") from None
 
 
-def make_optimizer(name, lr, momentum, weight_decay):
+def make_optimizer(name: str, lr: float, momentum: float, weight_decay: float) -> tf.keras.optimizers.Optimizer:
     wd = weight_decay or None
     if name == "sgd":
         return tf.keras.optimizers.SGD(lr, momentum=momentum, weight_decay=wd)
     return tf.keras.optimizers.Adam(lr, weight_decay=wd)
 
 
-def lr_at(config, epoch):
+def lr_at(config: TrainConfig, epoch: int) -> float:
     """Learning rate of `epoch` (0-based) under the config's schedule."""
     if config.lr_schedule == "step":
         return config.lr * config.lr_factor ** sum(epoch >= b for b in config.lr_boundaries)
@@ -316,7 +321,7 @@ def _evaluate(model, dataset):
     return evaluation
 
 
-def run(config):
+def run(config: TrainConfig) -> dict:
     """Train `config.model` and return the metrics written to `metrics.json`.
 
     The run happens in the scope of the `tf.distribute` strategy `config.strategy`.
@@ -393,7 +398,7 @@ def _run(config, write_dir):
         report = method.prepare(run_info)
         if report is not None:
             metrics[method.suffix] = report
-            print(f"{method.suffix}: {json.dumps(report)}")
+            print(method.summary(report))
 
     _compile(model, make_optimizer(config.optimizer, config.lr, config.momentum, config.weight_decay), top5=top5)
     log_path = os.path.join(out, "log.csv")

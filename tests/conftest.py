@@ -1,6 +1,6 @@
 import os
 
-import lns_larq  # noqa: F401  (Keras 2 before TensorFlow)
+import lns_larq  # noqa: F401  # isort: skip  (Keras 2 before TensorFlow)
 import numpy as np
 import pytest
 import tensorflow as tf

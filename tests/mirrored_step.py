@@ -21,7 +21,7 @@ would change).
 import json
 import sys
 
-import lns_larq  # noqa: F401  (Keras 2 before TensorFlow)
+import lns_larq  # noqa: F401  # isort: skip  (Keras 2 before TensorFlow)
 import tensorflow as tf
 
 cpu = tf.config.list_physical_devices("CPU")[0]
@@ -83,6 +83,7 @@ def fit(args):
     distribute.get_strategy = reporting_get_strategy
     script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "train", "fit.py")
     sys.argv = [script, *args]
+    sys.path.insert(0, os.path.dirname(script))  # as `python train/fit.py` has it: train/cli.py importable
     runpy.run_path(script, run_name="__main__")
 
 

@@ -25,7 +25,8 @@ def _run(*args):
 
 def test_benchmark_times_every_step_and_writes_the_table_as_json(tmp_path):
     out = tmp_path / "bench.json"
-    result = _run("--models", "resnet8,resnet8_lns", "--batch_size", "8", "--steps", "20", "--warmup", "1", "--dataset", "digits", "--block", "5",
+    result = _run("--models", "resnet8,resnet8_lns", "--batch_size", "8", "--steps", "20", "--warmup", "1",
+                   "--dataset", "digits", "--block", "5",
                   "--output", str(out))
     assert result.returncode == 0, result.stderr[-3000:]
     from lns_larq import cpu

@@ -2,7 +2,7 @@
 true start, and the hardtanh bound and the noisy-objective warm start do what
 their documentation says (issue 12, item 5)."""
 
-import lns_larq  # noqa: F401  (Keras 2 before TensorFlow)
+import lns_larq  # noqa: F401  # isort: skip  (Keras 2 before TensorFlow)
 import larq as lq
 import numpy as np
 import pytest

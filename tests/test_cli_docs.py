@@ -33,8 +33,10 @@ def test_a_changed_flag_is_documented_in_its_group_and_fails_the_check(tmp_path)
     source = source.replace('flags.DEFINE_integer("verbose"',
                             'flags.DEFINE_float("test_only_gain", 0.25, "A | flag <added> here.")\n'
                             'flags.DEFINE_integer("verbose"')
-    source = source.replace('\n\ndef config_from_flags', '\n# Extras (a new group)\n'
-                            'flags.DEFINE_list("test_only_list", ["a", "b"], "A list flag.")\n\n\ndef config_from_flags')
+    source = source.replace('\n\ndef config_from_flags',
+                            '\n# Extras (a new group)\n'
+                            'flags.DEFINE_list("test_only_list", ["a", "b"], "A list flag.")\n'
+                            '\n\ndef config_from_flags')
     source = "\n".join(line for line in source.split("\n") if not line.startswith('flags.DEFINE_integer("seed"'))
     fit_copy = tmp_path / "fit.py"
     fit_copy.write_text(source)

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 
-import lns_larq  # noqa: F401  (Keras 2 before TensorFlow)
+import lns_larq  # noqa: F401  # isort: skip  (Keras 2 before TensorFlow)
 import numpy as np
 import pytest
 import tensorflow as tf

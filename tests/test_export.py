@@ -10,7 +10,7 @@ import os
 import subprocess
 import sys
 
-import lns_larq  # noqa: F401  (selects Keras 2 before TensorFlow loads)
+import lns_larq  # noqa: F401  # isort: skip  (selects Keras 2 before TensorFlow loads)
 import larq as lq
 import numpy as np
 import pytest

@@ -8,7 +8,7 @@ depend on the input size.
 
 import json
 
-import lns_larq  # noqa: F401  (Keras 2 before TensorFlow)
+import lns_larq  # noqa: F401  # isort: skip  (Keras 2 before TensorFlow)
 import larq as lq
 import numpy as np
 import pytest

@@ -94,3 +94,12 @@ def test_graph_sees_function_level_imports():
 def test_no_import_cycle_in_the_package():
     cycle = find_cycle(import_graph())
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_export_keeps_its_public_names():
+    """`lns_larq.export` is a package now; what `import lns_larq.export` gave is still there."""
+    import lns_larq.export as export
+
+    names = ["Agreement", "ExportError", "ExportReport", "bake", "cifar10_test_images", "constant_kernels",
+             "deployable_params", "export_tflite", "float_copy", "interpreter", "load_model", "op_counts", "verify"]
+    assert set(names) <= set(export.__all__) and all(callable(getattr(export, name)) for name in names)

@@ -183,8 +183,8 @@ def test_quantizer_string_alias_and_config_roundtrip():
     assert {k: getattr(clone, k) for k in options} == options
 
 
-@pytest.mark.parametrize("options", [dict(rho_pos=0.6, rho_neg=0.5), dict(rho_pos=-0.1), dict(mapping="rnn"), dict(alpha=-1),
-                                     dict(decay=-1), dict(loss_input="logits"), dict(labels="clean")])
+@pytest.mark.parametrize("options", [dict(rho_pos=0.6, rho_neg=0.5), dict(rho_pos=-0.1), dict(mapping="rnn"),
+                                     dict(alpha=-1), dict(decay=-1), dict(loss_input="logits"), dict(labels="clean")])
 def test_invalid_options_raise(options):
     with pytest.raises(ValueError):
         LNSQuantizer(**options)

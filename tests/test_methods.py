@@ -113,8 +113,10 @@ def test_a_new_method_with_an_option_is_one_module_and_one_registration_line(toy
 
 def test_fit_py_has_the_flag_of_a_method_registered_before_it(toy, tmp_path):
     fit = os.path.join(ROOT, "train", "fit.py")
-    script = ("import sys, runpy; sys.path.insert(0, sys.argv.pop(1)); import toy_method; "
-              "sys.argv[0] = sys.argv.pop(1); runpy.run_path(sys.argv[0], run_name='__main__')")
+    # As `python train/fit.py` with the toy's module imported first (train/ on the path, as Python puts it).
+    script = ("import os, sys, runpy; sys.path.insert(0, sys.argv.pop(1)); import toy_method; "
+              "sys.argv[0] = sys.argv.pop(1); sys.path.insert(0, os.path.dirname(sys.argv[0])); "
+              "runpy.run_path(sys.argv[0], run_name='__main__')")
     result = subprocess.run(
         [sys.executable, "-c", script, str(tmp_path), fit, "--model", "resnet8_toy", "--toy_gain", "0.5",
          "--summary"], capture_output=True, text=True, cwd=ROOT, timeout=600)
@@ -133,3 +135,19 @@ def test_unknown_setting_and_option_clash():
     with pytest.raises(ValueError, match=r"\['alpha'\] of method 'clash' are already another method's"):
         methods.register(Clash)
     assert "clash" not in methods.registered()
+
+
+def test_the_warm_start_reads_as_one_line():
+    report = {"agreement": 0.99991, "disagreement_per_layer": {"conv_a": 0.0, "conv_b": 0.0021},
+              "labels_test_accuracy": 0.8123, "warmup_test_accuracy": 0.8119, "accuracy_change": -0.0004,
+              "epochs": 1, "stop_agreement": 0.9999, "stop_layer_agreement": 0.999, "stopped_at_step": None,
+              "objective": "noisy"}
+    line = LNS().summary(report)
+    assert "\n" not in line and "{" not in line
+    for part in ("99.991 %", "ran to its step cap", "81.23 % at the labels, 81.19 % after",
+                 "before agreement 0.9999 overall and 0.999 per layer: give it more steps",
+                 "below 0.999: conv_b 0.9979"):
+        assert part in line, line
+    assert "conv_a" not in line
+    assert "stopped at step 120" in LNS().summary({**report, "stopped_at_step": 120})
+    assert "give it more steps" not in LNS().summary({**report, "stopped_at_step": 120})

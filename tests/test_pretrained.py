@@ -78,7 +78,8 @@ def test_a_corrupt_file_unknown_weights_and_conflicting_options_are_one_line_err
     with pytest.raises(ValueError, match="is missing"):
         models.get("resnet20", weights="cifar10")
     monkeypatch.undo()
-    with pytest.raises(ValueError, match=r"No pretrained weights 'imagenet' for model 'resnet20'; available: .*resnet20_lns"):
+    with pytest.raises(ValueError,
+                       match=r"No pretrained weights 'imagenet' for model 'resnet20'; available: .*resnet20_lns"):
         models.get("resnet20", weights="imagenet")
     with pytest.raises(ValueError, match="need quantizer='dorefa', got 'xnor'"):
         models.get("resnet20", weights="cifar10", quantizer="xnor")

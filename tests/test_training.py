@@ -194,7 +194,8 @@ def test_pretrained_weights_into_lns_variant(tmp_path):
     # A baseline with another weight scale is refused.
     dorefa = models.get("resnet20_lns", quantizer="dorefa", stages=(4, 8, 8), blocks=1)
     with pytest.raises(training.ConfigError, match="weight scale"):
-        training.load_pretrained(path, dorefa, lambda: models.get("resnet20", quantizer="xnor", stages=(4, 8, 8), blocks=1))
+        training.load_pretrained(path, dorefa,
+                                 lambda: models.get("resnet20", quantizer="xnor", stages=(4, 8, 8), blocks=1))
 
 
 def test_a_new_method_is_one_class_and_one_registry_line(tmp_path):
@@ -238,7 +239,8 @@ def test_a_new_method_is_one_class_and_one_registry_line(tmp_path):
 def test_a_run_prints_no_library_noise_and_a_short_progress_line(tmp_path):
     """No AutoGraph "please report" warning, no slow-callback warning, no CUDA
     plugin errors, nothing on stderr, and no per-layer figures on the progress
-    line (they go to layers.csv)."""
+    line (they go to layers.csv). Six warm-start steps from scratch reach the
+    step cap: the run says so once, in its warm-start line on stdout."""
     result = _fit("--model", "resnet8_lns", "--dataset", "digits", "--epochs", "1", "--steps_per_epoch", "6",
                   "--batch_size", "32", "--warmup_epochs", "1", "--verbose", "2",
                   "--output_dir", str(tmp_path / "run"), timeout=600)
@@ -249,6 +251,8 @@ def test_a_run_prints_no_library_noise_and_a_short_progress_line(tmp_path):
     assert "Unable to register" not in output  # TensorFlow's double CUDA-plugin registration
     # Nothing but the progress bar, its epoch lines and the final report.
     assert not result.stderr.strip(), result.stderr[-2000:]
+    warm = [line for line in result.stdout.splitlines() if line.startswith("warm start:")]
+    assert len(warm) == 1 and "ran to its step cap" in warm[0] and "give it more steps" in warm[0], warm
     progress = [line for line in output.splitlines() if "val_accuracy" in line]
     assert progress and all("flip_rate/" not in line for line in progress)
     assert "flip_rate:" in progress[-1] and "agreement:" in progress[-1]

@@ -4,10 +4,9 @@ import logging
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import lns_larq
-from lns_larq import lns, models
+from lns_larq import models
 from lns_larq.lns import labels_as_weights, layer_agreement, warm_start
 from lns_larq.quantizers import mapping_network
 

@@ -38,8 +38,9 @@ import resource
 import sys
 import time
 
-import lns_larq  # noqa: F401  (Keras 2 and oneDNN before TensorFlow loads)
 from absl import app, flags, logging
+
+import lns_larq  # noqa: F401  (Keras 2 and oneDNN before TensorFlow loads)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("models", ["resnet20", "resnet20_lns"], "Registry models to compare; the first is the reference.")

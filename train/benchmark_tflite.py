@@ -20,12 +20,9 @@ speed-up on a phone or a Raspberry Pi; run the same script (or LCE's
 import argparse
 import os
 import platform
-import sys
 import time
 
-
-def _fail(message):
-    sys.exit(f"benchmark_tflite.py: error: {message}")
+from cli import fail
 
 
 def latencies_ms(flatbuffers, threads, warmup, runs):
@@ -63,18 +60,18 @@ def float_flatbuffer(args):
     path = args.float or (sibling if os.path.isfile(sibling) else None)
     if path:
         if not os.path.isfile(path):
-            _fail(f"--float {path}: no such file")
+            fail(f"--float {path}: no such file")
         with open(path, "rb") as f:
             return f.read(), path
     if args.model_path:
-        from lns_larq import export
-
         import larq_compute_engine as lce
+
+        from lns_larq import export
 
         try:
             model = export.load_model(args.model_path)
         except ValueError as e:
-            _fail(f"--model_path {e}")
+            fail(f"--model_path {e}")
         return lce.convert_keras_model(export.float_copy(model)), f"float_copy({args.model_path})"
     return None, "no float32 model: pass --float or --model_path, or export with train/export.py"
 
@@ -89,9 +86,9 @@ def main(argv=None):
     parser.add_argument("--runs", type=int, default=200, help="timed runs")
     args = parser.parse_args(argv)
     if not os.path.isfile(args.tflite):
-        _fail(f"{args.tflite}: no such file")
+        fail(f"{args.tflite}: no such file")
     if args.runs < 1 or args.warmup < 0 or min(args.threads) < 1:
-        _fail("--runs and --threads must be >= 1, --warmup >= 0")
+        fail("--runs and --threads must be >= 1, --warmup >= 0")
 
     import lns_larq  # noqa: F401  (selects Keras 2 before TensorFlow loads)
     from lns_larq.export import op_counts

@@ -9,8 +9,9 @@ module of lns_larq/ or train/ that fit.py imports), and writes one markdown tabl
 per group: name, default, help. The groups are fit.py's: a full-line comment
 between two flag definitions starts a group named by that comment; the flags
 before the first such comment are "General". Then one group per training method
-(`lns_larq.methods`) holds the flags of the options it declares. Nothing is listed by hand, so adding, removing or regrouping a flag in
-fit.py only needs a rerun; `tests/test_cli_docs.py` fails until then.
+(`lns_larq.methods`) holds the flags of the options it declares. Nothing is
+listed by hand, so adding, removing or regrouping a flag in fit.py only needs a
+rerun; `tests/test_cli_docs.py` fails until then.
 
 Uses argparse, not absl, so that its own options cannot collide with fit.py's flags.
 """

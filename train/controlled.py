@@ -14,12 +14,12 @@ each setting (most corrected with at most 1 % broken).
 import csv
 import itertools
 import os
-import sys
 import time
 
-import lns_larq  # noqa: F401  (selects Keras 2 before TensorFlow loads)
 from absl import app, flags
 
+import lns_larq  # noqa: F401  (selects Keras 2 before TensorFlow loads)
+from cli import fail
 from lns_larq import noisy_filters
 from lns_larq.quantizers import LNSQuantizer
 
@@ -41,7 +41,6 @@ flags.DEFINE_integer("every", 25, "Score every N steps.", lower_bound=1)
 flags.DEFINE_float("lr", 1e-3, "Adam learning rate.", lower_bound=0)
 flags.DEFINE_integer("seed", 0, "Seed of the task and the mapping's initialisation.")
 flags.DEFINE_string("output_dir", "runs/controlled", "Where controlled.csv and controlled.png go.")
-
 
 
 def best_checkpoint(curve, max_broken=0.01):
@@ -82,7 +81,8 @@ def plot(rows, path):
     settings = sorted({(r["width"], r["decay"], r["variant"]) for r in rows})
     for col, rho in enumerate(rhos):
         for width, decay, variant in settings:
-            curve = [r for r in rows if (r["rho"], r["width"], r["decay"], r["variant"]) == (rho, width, decay, variant)]
+            curve = [r for r in rows
+                     if (r["rho"], r["width"], r["decay"], r["variant"]) == (rho, width, decay, variant)]
             if not curve:
                 continue
             steps = [r["step"] for r in curve]
@@ -104,15 +104,15 @@ def plot(rows, path):
 
 def main(argv):
     if len(argv) > 1:
-        sys.exit(f"controlled.py: error: unexpected arguments {argv[1:]}")
+        fail(f"unexpected arguments {argv[1:]}")
     try:
         for name in ("widths", "rhos", "decays"):
             [float(v) for v in getattr(FLAGS, name)]
     except ValueError:
-        sys.exit(f"controlled.py: error: --{name} must be numbers, got {getattr(FLAGS, name)}")
+        fail(f"--{name} must be numbers, got {getattr(FLAGS, name)}")
     unknown = set(FLAGS.variants) - set(VARIANTS)
     if unknown:
-        sys.exit(f"controlled.py: error: unknown variants {sorted(unknown)}; choose from {list(VARIANTS)}")
+        fail(f"unknown variants {sorted(unknown)}; choose from {list(VARIANTS)}")
     os.makedirs(FLAGS.output_dir, exist_ok=True)
     rows = run_grid()
     with open(os.path.join(FLAGS.output_dir, "controlled.csv"), "w", newline="") as f:

@@ -10,9 +10,10 @@ hold-out, and the learning rate, from the run's `log.csv`.
 import csv
 import json
 import os
-import sys
 
 from absl import app, flags
+
+from cli import fail
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("run", None, "A train/fit.py run folder (log.csv; metrics.json if complete).")
@@ -23,10 +24,10 @@ flags.mark_flag_as_required("run")
 
 def main(argv):
     if len(argv) > 1:
-        sys.exit(f"curve.py: error: unexpected arguments {argv[1:]}")
+        fail(f"unexpected arguments {argv[1:]}")
     log_path = os.path.join(FLAGS.run, "log.csv")
     if not os.path.exists(log_path):
-        sys.exit(f"curve.py: error: {FLAGS.run} has no log.csv")
+        fail(f"{FLAGS.run} has no log.csv")
     with open(log_path) as f:
         rows = list(csv.DictReader(f))
     metrics = {}

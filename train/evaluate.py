@@ -16,39 +16,34 @@ and prints a summary. See `lns_larq/evaluation.py`.
 
 import json
 import os
-import sys
 
 from absl import app, flags, logging
+
+from cli import fail
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_path", None, "Saved Keras model (.keras or .h5), e.g. runs/<run>/model.keras.")
 flags.DEFINE_enum("dataset", "cifar10", ["cifar10", "digits"], "cifar10, or digits (the bundled demo, no download).")
-flags.DEFINE_string("data_path", None, "CIFAR-10 .npz file or cifar-10-batches-py folder; default: tensorflow-datasets.")
+flags.DEFINE_string("data_path", None,
+                    "CIFAR-10 .npz file or cifar-10-batches-py folder; default: tensorflow-datasets.")
 flags.DEFINE_string("data_dir", None, "tensorflow-datasets data_dir (download/cache folder), without --data_path.")
 flags.DEFINE_integer("limit", 0, "Evaluate on the first N test images only (0: all).", lower_bound=0)
 flags.DEFINE_integer("batch_size", 128, "Inference batch size (does not change the results).", lower_bound=1)
 flags.DEFINE_string("output_dir", None, "Folder for the JSON and the figure (default: <model dir>/evaluation).")
 
 
-def _fail(message):
-    sys.exit(f"evaluate.py: error: {message}")
-
-
-def _first_line(error):
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
 def load_data(data):
     """The dataset of the flags; exits with a one-line error if it cannot be loaded."""
+    from lns_larq.errors import first_line
+
     try:
         return data.load(FLAGS.dataset, data_path=FLAGS.data_path, data_dir=FLAGS.data_dir)
     except data.DataError as e:
-        _fail(str(e))
+        fail(str(e))
     except Exception as e:  # tensorflow-datasets: download, preparation or cache errors
         if FLAGS.dataset == "cifar10" and FLAGS.data_path is None:
-            _fail(f"tensorflow-datasets could not load cifar10 (--data_dir {FLAGS.data_dir}): "
-                  f"{_first_line(e)}; or give a local copy with --data_path")
+            fail(f"tensorflow-datasets could not load cifar10 (--data_dir {FLAGS.data_dir}): "
+                 f"{first_line(e)}; or give a local copy with --data_path")
         raise
 
 
@@ -63,30 +58,31 @@ def data_description():
 def main(argv):
     logging.set_verbosity(logging.ERROR)
     if len(argv) > 1:
-        _fail(f"unexpected arguments {argv[1:]}")
+        fail(f"unexpected arguments {argv[1:]}")
     if not FLAGS.model_path:
-        _fail("--model_path is required")
+        fail("--model_path is required")
     if not os.path.isfile(FLAGS.model_path):  # checked before TensorFlow loads: fail fast
-        _fail(f"--model_path {FLAGS.model_path}: no such file")
+        fail(f"--model_path {FLAGS.model_path}: no such file")
     if FLAGS.dataset == "digits" and FLAGS.data_path:
-        _fail("--data_path is for CIFAR-10; the digits demo is bundled")
+        fail("--data_path is for CIFAR-10; the digits demo is bundled")
     model_path = os.path.abspath(FLAGS.model_path)
     output_dir = FLAGS.output_dir or os.path.join(os.path.dirname(model_path), "evaluation")
     stem = os.path.splitext(os.path.basename(model_path))[0]
 
     import lns_larq  # noqa: F401  (selects Keras 2 before TensorFlow loads; registers LNS, BONN)
-    from lns_larq import data, evaluation
+    from lns_larq import data, evaluation, keras_utils
+    from lns_larq.errors import first_line
 
     try:
-        model = evaluation.load_model(FLAGS.model_path)
-    except evaluation.EvaluationError as e:
-        _fail(f"--model_path {e}")
+        model = keras_utils.load_model(FLAGS.model_path)
+    except ValueError as e:
+        fail(f"--model_path {e}")
     arrays = load_data(data)
     try:
         evaluation.check_compatible(model, arrays.input_shape, arrays.num_classes)
         results = evaluation.evaluate(model, arrays, batch_size=FLAGS.batch_size, limit=FLAGS.limit)
     except evaluation.EvaluationError as e:
-        _fail(f"{FLAGS.model_path} on {FLAGS.dataset}: {e}")
+        fail(f"{FLAGS.model_path} on {FLAGS.dataset}: {e}")
 
     description = data_description()
     description.update(split="test", limit=FLAGS.limit or None, test_images=int(len(arrays.y_test)))
@@ -98,17 +94,17 @@ def main(argv):
         with open(json_path, "w") as f:
             json.dump(report, f, indent=2)
     except OSError as e:
-        _fail(f"--output_dir {output_dir}: cannot write ({_first_line(e)})")
+        fail(f"--output_dir {output_dir}: cannot write ({first_line(e)})")
     title = (f"{FLAGS.model_path}\n{FLAGS.dataset} test, {results['num_images']} images: "
              f"top-1 accuracy {100 * results['accuracy']:.2f}%")
     try:
         evaluation.plot_confusion(results["confusion_matrix"], figure_path,
                                   class_names=results["class_names"], title=title)
     except ImportError:
-        _fail(f"matplotlib is needed for the confusion matrix figure (pip install matplotlib); "
-              f"the figures are in {json_path}")
+        fail(f"matplotlib is needed for the confusion matrix figure (pip install matplotlib); "
+             f"the figures are in {json_path}")
     except OSError as e:
-        _fail(f"--output_dir {output_dir}: cannot write the figure ({_first_line(e)})")
+        fail(f"--output_dir {output_dir}: cannot write the figure ({first_line(e)})")
 
     source = description["source"]
     print(f"model  {FLAGS.model_path}")

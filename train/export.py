@@ -13,9 +13,10 @@ the same architecture is written next to the output (--float_output) for
 
 import json
 import os
-import sys
 
 from absl import app, flags, logging
+
+from cli import fail
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -30,10 +31,6 @@ flags.DEFINE_string("data_path", os.path.join(REPO, "..", "shared", "data", "cif
                     "CIFAR-10 .npz file or cifar-10-batches-py folder for --verify.")
 flags.DEFINE_integer("num_threads", 1, "Interpreter threads for --verify.", lower_bound=1)
 flags.DEFINE_string("report_json", None, "Also write the report as JSON here.")
-
-
-def _fail(message):
-    sys.exit(f"export.py: error: {message}")
 
 
 def run_config(model_path):
@@ -51,11 +48,11 @@ def run_config(model_path):
 def main(argv):
     logging.set_verbosity(logging.ERROR)
     if len(argv) > 1:
-        _fail(f"unexpected arguments {argv[1:]}")
+        fail(f"unexpected arguments {argv[1:]}")
     if not FLAGS.model_path:
-        _fail("--model_path is required")
+        fail("--model_path is required")
     if not os.path.isfile(FLAGS.model_path):  # checked before TensorFlow loads: fail fast
-        _fail(f"--model_path {FLAGS.model_path}: no such file")
+        fail(f"--model_path {FLAGS.model_path}: no such file")
     output = FLAGS.output or os.path.splitext(FLAGS.model_path)[0] + ".tflite"
     float_output = FLAGS.float_output
     if float_output is None:
@@ -68,29 +65,29 @@ def main(argv):
     try:
         model = export.load_model(FLAGS.model_path)
     except ValueError as e:
-        _fail(f"--model_path {e}")
+        fail(f"--model_path {e}")
     try:
         report = export.export_tflite(model, output, float_path=float_output or None)
     except export.ExportError as e:
         if e.report is not None:
             print(e.report.table())
-        _fail(str(e))
+        fail(str(e))
     if FLAGS.verify:
         try:
             images, labels = export.cifar10_test_images(
                 FLAGS.data_path, FLAGS.verify, **run_config(FLAGS.model_path)
             )
         except DataError as e:
-            _fail(f"--data_path: {e}")
+            fail(f"--data_path: {e}")
         report.agreement = export.verify(model, report.flatbuffer, images, labels, FLAGS.num_threads)
     print(report.table())
     if FLAGS.report_json:
         with open(FLAGS.report_json, "w") as f:
             f.write(report.to_json())
     if report.agreement and report.agreement.top1_agreement < FLAGS.min_agreement:
-        _fail(
-            f"top-1 agreement {100 * report.agreement.top1_agreement:.2f}% between Keras and "
-            f"LCE is below --min_agreement {100 * FLAGS.min_agreement:.2f}%"
+        fail(
+             f"top-1 agreement {100 * report.agreement.top1_agreement:.2f}% between Keras and "
+             f"LCE is below --min_agreement {100 * FLAGS.min_agreement:.2f}%"
         )
 
 

@@ -18,9 +18,10 @@ epoch. Outputs go to --output_dir (see lns_larq/training.py).
 import shlex
 import sys
 
-import lns_larq  # noqa: F401  (selects Keras 2 before TensorFlow loads)
 from absl import app, flags, logging
 
+import lns_larq  # noqa: F401  (selects Keras 2 before TensorFlow loads)
+from cli import fail
 from lns_larq import methods, models, training
 from lns_larq.data import DataError
 
@@ -31,7 +32,8 @@ flags.DEFINE_enum("quantizer", "dorefa", ["dorefa", "xnor", "binarynet"],
 flags.DEFINE_enum("dataset", "cifar10", list(training.DATASETS),
                   "cifar10, digits (bundled demo, no download), or imagenet2012 (tensorflow-datasets, "
                   "built from the archives in --manual_dir).")
-flags.DEFINE_string("data_path", None, "CIFAR-10 .npz file or cifar-10-batches-py folder; default: tensorflow-datasets.")
+flags.DEFINE_string("data_path", None,
+                    "CIFAR-10 .npz file or cifar-10-batches-py folder; default: tensorflow-datasets.")
 flags.DEFINE_string("data_dir", None, "tensorflow-datasets data_dir (download/cache folder).")
 flags.DEFINE_string("manual_dir", None, "imagenet2012: folder with ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar "
                     "(default <data_dir>/downloads/manual); needed until the dataset is prepared.")
@@ -41,7 +43,8 @@ flags.DEFINE_enum("strategy", "default", list(training.distribute.STRATEGIES),
 flags.DEFINE_integer("epochs", 1, "Training epochs (after warm start).", lower_bound=0)
 flags.DEFINE_integer("batch_size", 128, "Global batch size (split over the replicas of --strategy).", lower_bound=1)
 flags.DEFINE_enum("optimizer", "sgd", list(training.OPTIMIZERS), "Optimizer.")
-flags.DEFINE_float("lr", 0.1, "Initial learning rate, for the global batch (not scaled with the replicas).", lower_bound=0)
+flags.DEFINE_float("lr", 0.1, "Initial learning rate, for the global batch (not scaled with the replicas).",
+                   lower_bound=0)
 flags.DEFINE_float("momentum", 0.9, "SGD momentum.", lower_bound=0)
 flags.DEFINE_float("weight_decay", 0.0, "Weight decay (Keras optimizers apply it decoupled).", lower_bound=0)
 flags.DEFINE_enum("lr_schedule", "constant", list(training.LR_SCHEDULES),
@@ -87,7 +90,7 @@ def config_from_flags():
 def main(argv):
     logging.set_verbosity(logging.WARNING)
     if len(argv) > 1:
-        sys.exit(f"fit.py: error: unexpected arguments {argv[1:]}")
+        fail(f"unexpected arguments {argv[1:]}")
     try:
         config = config_from_flags()
         if FLAGS.summary:
@@ -100,7 +103,7 @@ def main(argv):
             return
         metrics = training.run(config)
     except (training.ConfigError, DataError) as e:
-        sys.exit(f"fit.py: error: {e}")
+        fail(str(e))
     if "test_top5_accuracy" in metrics:
         print(f"test top-5 accuracy {metrics['test_top5_accuracy']:.4f}")
     print(f"test accuracy {metrics['test_accuracy']:.4f}  test loss {metrics['test_loss']:.4f}  "

@@ -13,9 +13,10 @@ and on its first 1,000 images, data, command). See `lns_larq/shipping.py`.
 
 import json
 import os
-import sys
 
 from absl import app, flags
+
+from cli import fail
 
 FLAGS = flags.FLAGS
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -37,12 +38,12 @@ def _relative(command):
 
 def main(argv):
     if len(argv) > 1:
-        sys.exit(f"ship_weights.py: error: unexpected arguments {argv[1:]}")
+        fail(f"unexpected arguments {argv[1:]}")
     from lns_larq import data, export, models, shipping
 
     metrics_path = os.path.join(FLAGS.run, "metrics.json")
     if not os.path.exists(metrics_path):
-        sys.exit(f"ship_weights.py: error: {FLAGS.run} is not a complete run (no metrics.json)")
+        fail(f"{FLAGS.run} is not a complete run (no metrics.json)")
     with open(metrics_path) as f:
         metrics = json.load(f)
     try:
@@ -50,7 +51,7 @@ def main(argv):
         model = export.load_model(os.path.join(FLAGS.run, FLAGS.checkpoint))
         arrays = data.load("cifar10", data_path=FLAGS.data_path)
     except (ValueError, data.DataError) as e:
-        sys.exit(f"ship_weights.py: error: {e}")
+        fail(f"{e}")
     config = metrics["config"]
     held_out = config.get("validation_size", 0)
     description = (f"CIFAR-10, JPEG q75 copy ({os.path.basename(FLAGS.data_path)})"
@@ -68,7 +69,8 @@ def main(argv):
           + (f", hold-out {100 * item.holdout_accuracy:.2f} %" if item.holdout_accuracy is not None else "")
           + f"; the run's own figures: last epoch "
           f"{100 * metrics['test_accuracy']:.2f} %"
-          + (f", hold-out-selected {100 * selected:.2f} %" if (selected := metrics.get("selected_test_accuracy")) else ""))
+          + (f", hold-out-selected {100 * selected:.2f} %"
+             if (selected := metrics.get("selected_test_accuracy")) else ""))
 
 
 if __name__ == "__main__":

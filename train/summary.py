@@ -11,9 +11,10 @@ none is exported.
 """
 
 import os
-import sys
 
 from absl import app, flags
+
+from cli import fail
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "A registered model name, e.g. resnet20, resnet20_lns.")
@@ -22,17 +23,13 @@ flags.DEFINE_enum("quantizer", "dorefa", ["dorefa", "xnor", "binarynet"], "Weigh
 flags.DEFINE_bool("keras_summary", True, "Print Keras model.summary() as well as Larq's.")
 
 
-def _fail(message):
-    sys.exit(f"summary.py: error: {message}")
-
-
 def build(name, quantizer):
     from lns_larq import models
 
     try:
         base, _ = models.split_name(name)
     except ValueError as e:
-        _fail(str(e))
+        fail(str(e))
     options = {"quantizer": quantizer} if models.has_methods(base) else {}
     return models.get(name, **options)
 
@@ -77,11 +74,11 @@ def print_summaries(model, title):
 
 def main(argv):
     if len(argv) > 1:
-        _fail(f"unexpected arguments {argv[1:]}")
+        fail(f"unexpected arguments {argv[1:]}")
     if bool(FLAGS.model) == bool(FLAGS.model_path):
-        _fail("give exactly one of --model NAME or --model_path FILE")
+        fail("give exactly one of --model NAME or --model_path FILE")
     if FLAGS.model_path and not os.path.isfile(FLAGS.model_path):
-        _fail(f"--model_path {FLAGS.model_path}: no such file")
+        fail(f"--model_path {FLAGS.model_path}: no such file")
 
     import lns_larq  # noqa: F401  (selects Keras 2 before TensorFlow loads)
     from lns_larq import export
@@ -91,7 +88,7 @@ def main(argv):
         try:
             model = export.load_model(FLAGS.model_path)
         except ValueError as e:
-            _fail(f"--model_path {e}")
+            fail(f"--model_path {e}")
     else:
         model = build(FLAGS.model, FLAGS.quantizer)
     has_lns = bool(lns_layers(model))

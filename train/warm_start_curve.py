@@ -10,6 +10,8 @@ disagreement with sign(W). docs/design.md#the-warm-start gives its figures.
 """
 
 import lns_larq  # noqa: F401  (selects Keras 2 before TensorFlow loads)
+
+# isort: split
 import numpy as np
 import tensorflow as tf
 from absl import app, flags

@@ -13,6 +13,11 @@ model = lns_larq.models.get("resnet20_lns", quantizer="dorefa", alpha=1.0, rho_p
 
 # The built-in methods (bonn, lns) register themselves with `@methods.register`, as
 # any other method does when its module is imported.
+from collections.abc import Callable
+from typing import Any
+
+import tensorflow as tf
+
 from lns_larq import bonn, lns, methods, pretrained  # noqa: F401
 from lns_larq.models.alexnet import alexnet
 from lns_larq.models.bireal import resnet18_bireal
@@ -29,31 +34,31 @@ _BASE_MODELS = {
 _NO_METHOD = {"resnet20_fp"}
 
 
-def register(name, builder, binary=True):
+def register(name: str, builder: Callable[..., tf.keras.Model], binary: bool = True) -> None:
     """Add a base model builder `builder(**options) -> tf.keras.Model` to the registry."""
     _BASE_MODELS[name] = builder
     if not binary:
         _NO_METHOD.add(name)
 
 
-def register_method(method):
+def register_method(method: methods.Method) -> methods.Method:
     """Add a `lns_larq.methods.Method` (`lns_larq.methods.register`):
     `<base>_<suffix>` is `method.wrap(base_model, **options)`."""
     return methods.register(method)
 
 
-def method(name):
+def method(name: str) -> methods.Method | None:
     """The `Method` of model `name`, or None for a base model."""
     _, suffix = split_name(name)
     return None if suffix is None else methods.get(suffix)
 
 
-def has_methods(base):
+def has_methods(base: str) -> bool:
     """Whether the base model `base` has method variants (it has binary layers)."""
     return base not in _NO_METHOD
 
 
-def available():
+def available() -> list[str]:
     """Names `get` accepts, sorted."""
     names = set(_BASE_MODELS)
     for base in set(_BASE_MODELS) - _NO_METHOD:
@@ -61,7 +66,7 @@ def available():
     return sorted(names)
 
 
-def split_name(name):
+def split_name(name: str) -> tuple[str, str | None]:
     """`"resnet20_lns"` -> `("resnet20", "lns")`; a base name -> `(name, None)`."""
     if name in _BASE_MODELS:
         return name, None
@@ -72,7 +77,7 @@ def split_name(name):
     raise ValueError(f"Unknown model {name!r}; available: {', '.join(available())}.")
 
 
-def get(name, weights=None, **options):
+def get(name: str, weights: str | None = None, **options: Any) -> tf.keras.Model:
     """Build the model `name` with `options` (see `available()`).
 
     `weights`: `None` for a random initialisation, or the name of weights that

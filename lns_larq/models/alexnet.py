@@ -18,7 +18,8 @@ import tensorflow as tf
 from lns_larq.models.resnet import _bn, binary_conv_kwargs
 
 
-def alexnet(quantizer="dorefa", num_classes=1000, input_shape=(224, 224, 3)):
+def alexnet(quantizer: str | None = "dorefa", num_classes: int = 1000,
+            input_shape: tuple[int, int, int] = (224, 224, 3)) -> tf.keras.Model:
     r"""Binary AlexNet.
 
     Structure (224 x 224 input; "binary" = \(\mathrm{sign}(x) \circledast Q(W)\)):
@@ -58,10 +59,8 @@ def alexnet(quantizer="dorefa", num_classes=1000, input_shape=(224, 224, 3)):
     three 3x3 convs still see the whole filter (a 7 x 7 receptive field).
 
     The fc6 and fc7 mappings run on 4096 filters each, so they dominate the cost
-    of `alexnet_lns`'s mapping networks: measured on 2 shared CPU cores at
-    \(w = 2\), one inference pass of the fc6 / fc7 mapping took 10.8 s / 4.7 s,
-    against 1.8 s for conv2-conv5 together. `width` scales both (its hidden convs
-    cost \(\propto 2w + w^2\)).
+    of `alexnet_lns`'s mapping networks (`docs/design.md`). `width` scales both
+    (its hidden convs cost \(\propto 2w + w^2\)).
 
     # Arguments
         quantizer: `"dorefa"` (default: layer-wise mean |W|), `"xnor"`

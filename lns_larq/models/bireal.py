@@ -18,12 +18,12 @@ from lns_larq.models.resnet import _bn, binary_conv_kwargs, bireal_stages
 
 
 def resnet18_bireal(
-    quantizer="xnor",
-    num_classes=1000,
-    input_shape=(224, 224, 3),
-    stages=(64, 128, 256, 512),
-    blocks=2,
-):
+    quantizer: str | None = "xnor",
+    num_classes: int = 1000,
+    input_shape: tuple[int, int, int] = (224, 224, 3),
+    stages: tuple[int, ...] = (64, 128, 256, 512),
+    blocks: int = 2,
+) -> tf.keras.Model:
     r"""Binary Bi-Real ResNet-18 with PReLU.
 
     Structure (ImageNet, 224 x 224 input):

@@ -6,13 +6,15 @@ precision. Binary convs use `pad_values=1.0` so that Larq Compute Engine convert
 them to `LceBconv2d`.
 """
 
+from typing import Any
+
 import larq as lq
 import tensorflow as tf
 
 from lns_larq.quantizers import WEIGHT_QUANTIZERS
 
 
-def binary_conv_kwargs(quantizer):
+def binary_conv_kwargs(quantizer: str | None) -> dict:
     """Keyword arguments of a binary `QuantConv2D` for a baseline weight quantizer."""
     if quantizer is None:
         return dict(padding="same", use_bias=False)
@@ -34,7 +36,8 @@ def _bn(name):
     return tf.keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=name)
 
 
-def bireal_stages(x, stages, blocks, conv_kwargs, prelu=False, relu=False, pool_padding="valid"):
+def bireal_stages(x: tf.Tensor, stages: tuple[int, ...], blocks: int, conv_kwargs: dict, prelu: bool = False,
+                  relu: bool = False, pool_padding: str = "valid") -> tf.Tensor:
     """Stages of basic blocks with a shortcut around every 3x3 conv (Bi-Real).
 
     Stage s > 1 starts with a stride-2 conv whose shortcut is a full-precision
@@ -65,8 +68,8 @@ def bireal_stages(x, stages, blocks, conv_kwargs, prelu=False, relu=False, pool_
     return x
 
 
-def resnet20(quantizer="dorefa", num_classes=10, input_shape=(32, 32, 3), stages=(16, 32, 64), blocks=3,
-             name="resnet20"):
+def resnet20(quantizer: str | None = "dorefa", num_classes: int = 10, input_shape: tuple[int, int, int] = (32, 32, 3),
+             stages: tuple[int, ...] = (16, 32, 64), blocks: int = 3, name: str = "resnet20") -> tf.keras.Model:
     """Binary ResNet-20. `quantizer`: `"dorefa"`, `"xnor"`, `"binarynet"`, or `None`
     for the same network in full precision."""
     conv_kwargs = binary_conv_kwargs(quantizer)
@@ -81,13 +84,15 @@ def resnet20(quantizer="dorefa", num_classes=10, input_shape=(32, 32, 3), stages
     return tf.keras.Model(inputs, outputs, name=f"{name}_{quantizer}" if quantizer else f"{name}_fp")
 
 
-def resnet8(quantizer="dorefa", num_classes=10, input_shape=(32, 32, 3)):
+def resnet8(quantizer: str | None = "dorefa", num_classes: int = 10,
+            input_shape: tuple[int, int, int] = (32, 32, 3)) -> tf.keras.Model:
     """Binary ResNet-8: ResNet-20 with one block per stage (6 binary convs instead of
     18). It traces and trains about three times faster: the tiny protocol and quick
     trials use it; results in the paper's tables are ResNet-20."""
     return resnet20(quantizer, num_classes=num_classes, input_shape=input_shape, blocks=1, name="resnet8")
 
 
-def resnet20_fp(num_classes=10, input_shape=(32, 32, 3), **kwargs):
+def resnet20_fp(num_classes: int = 10, input_shape: tuple[int, int, int] = (32, 32, 3),
+                **kwargs: Any) -> tf.keras.Model:
     """Full-precision ResNet-20 (same topology, ReLU after every addition)."""
     return resnet20(None, num_classes=num_classes, input_shape=input_shape, **kwargs)

@@ -1,0 +1,296 @@
+"""The report of a campaign (`train/reproduce.py`): its runs' figures, tables and plots.
+
+- `run_row`: one complete run's figures, from its `metrics.json` and `log.csv`;
+- `results_table`: `results.md`, one row per (quantizer, arm): test accuracy as
+  mean ± std over seeds, and each arm's paired difference to `finetune` (same seed,
+  same baseline) with its 95 % t-interval (`lns_larq.stats.t_interval`);
+- `write_results`: `results.csv` (one row per run) and `results.md`;
+- `sweep_csv`, `sweep_figure`: an alpha or rho sweep's points;
+- `curves_figure` (the paper's Fig. 3 analogue) and `flip_heatmap`.
+
+Accuracies are fractions in the rows and the CSV, percentages in the tables and plots.
+
+```python
+from lns_larq import report
+
+folders = {("dorefa", "finetune"): ["runs/short/dorefa/seed0/finetune"]}
+rows = report.write_results(folders, "runs/short/results", root=".", protocol="short",
+                            data="CIFAR-10 (JPEG q75 copy)", holdout=10000)
+```
+"""
+
+import csv
+import json
+import os
+
+from lns_larq.protocols import PROTOCOLS
+from lns_larq.stats import mean_std, t_interval
+
+__all__ = [
+    "curves_figure",
+    "data_label",
+    "flip_heatmap",
+    "read_run",
+    "results_table",
+    "run_row",
+    "seeds_label",
+    "sweep_csv",
+    "sweep_figure",
+    "write_results",
+]
+
+
+def data_label(dataset: str, data_path: str | None) -> str:
+    """The data of a campaign, as tables and figure titles name it."""
+    if dataset != "cifar10":
+        return dataset
+    return "CIFAR-10 (JPEG q75 copy)" if data_path else "CIFAR-10 (tensorflow-datasets)"
+
+
+def seeds_label(n: int) -> str:
+    """'1 seed', '3 seeds': for legends and printed summaries."""
+    return f"{n} seed{'' if n == 1 else 's'}"
+
+
+def read_run(out: str) -> tuple[dict, list[dict]]:
+    """`metrics.json` and the per-epoch rows of `log.csv` of a complete run."""
+    with open(os.path.join(out, "metrics.json")) as f:
+        metrics = json.load(f)
+    with open(os.path.join(out, "log.csv")) as f:
+        rows = list(csv.DictReader(f))
+    return metrics, rows
+
+
+def run_row(out: str, root: str, last_epoch: bool = False) -> dict:
+    """One run's figures, accuracies as fractions; `run` is its folder relative to `root`.
+
+    `accuracy` is the run's headline: test accuracy at the epoch the hold-out
+    selects, or the last epoch's for a run without a hold-out or with
+    `last_epoch` (baselines: their cosine schedule ends at a learning rate of 0,
+    and the arms fine-tune that last epoch's model).
+    """
+    metrics, log = read_run(out)
+    lns = metrics.get("lns") or {}
+    selected = None if last_epoch else metrics.get("selected_test_accuracy")
+    return dict(
+        seed=metrics["config"]["seed"],
+        accuracy=selected if selected is not None else metrics["test_accuracy"],
+        selection="hold-out" if selected is not None else "last epoch",
+        # The epoch `accuracy` comes from (1-based), so a baseline's is its last.
+        selected_epoch=metrics.get("selected_epoch") if selected is not None else metrics["epochs"],
+        final_test_accuracy=metrics["test_accuracy"],
+        best_test_accuracy=metrics.get("best_test_accuracy", metrics["best_val_accuracy"]),
+        best_val_accuracy=metrics["best_val_accuracy"] if metrics.get("validation") == "holdout" else None,
+        final_flip_rate=metrics.get("final_flip_rate"), flip_rate_total=metrics.get("final_flip_rate_total"),
+        final_disagreement=1 - float(log[-1]["agreement"]) if log and log[-1].get("agreement") else None,
+        warmup_agreement=lns.get("agreement"), warmup_accuracy_change=lns.get("accuracy_change"),
+        epochs=metrics["epochs"], wall_time_s=round(metrics["wall_time_s"]), run=os.path.relpath(out, root),
+    )
+
+
+def results_rows(folders: dict, root: str) -> list[dict]:
+    """`run_row` of every run of `folders` (`{(quantizer, arm): [run folders]}`), with
+    its quantizer and arm; a baseline's accuracy is its last epoch's."""
+    return [dict(quantizer=quantizer, arm=arm, **run_row(out, root, last_epoch=arm == "baseline"))
+            for (quantizer, arm), outs in folders.items() for out in outs]
+
+
+def results_table(rows: list[dict], folders: dict, protocol: str, data: str, holdout: int) -> list[str]:
+    """The lines of `results.md`: the protocol, how accuracy is selected, and one table
+    row per (quantizer, arm) of `folders` with runs in `rows` (see `results_rows`)."""
+    selections = sorted({r["selection"] for r in rows})
+    lines = [
+        f"Protocol `{protocol}`: {json.dumps(PROTOCOLS[protocol])}",
+        "",
+        f"Data: {data}. Test accuracy: "
+        + (f"fine-tuning arms at the epoch selected on the {holdout}-image hold-out, baselines at their "
+           "last epoch, which the arms fine-tune" if holdout else "the last epoch's (no hold-out, no selection)")
+        + f" (selection used here: {', '.join(selections)}). Δ to finetune: paired by seed (same baseline), "
+        "mean and 95 % t-interval. The baseline row's spread is over baselines trained with different seeds. "
+        "Best test accuracy is selected on the test set (the paper's \"best\"), for comparison only.",
+        "",
+        "| quantizer | arm | seeds | test acc % (mean ± std) | Δ to finetune, points (95 % CI) | "
+        "final test acc % | best test acc % (test-selected) | flip rate, last epoch | flipped since start | "
+        "disagreement with labels, last epoch | warm start: agreement, Δ acc points | wall time / run |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+
+    def fmt(values, spec=".4f"):
+        values = [v for v in values if v is not None]
+        return format(mean_std(values)[0], spec) if values else "–"
+
+    def pct(values):
+        mean, std = mean_std([100 * v for v in values])
+        return f"{mean:.2f} ± {std:.2f}"
+
+    for (quantizer, arm) in folders:
+        mine = [r for r in rows if r["quantizer"] == quantizer and r["arm"] == arm]
+        if not mine:
+            continue
+        reference = {r["seed"]: 100 * r["accuracy"] for r in rows
+                     if r["quantizer"] == quantizer and r["arm"] == "finetune"}
+        diffs = [100 * r["accuracy"] - reference[r["seed"]] for r in mine if r["seed"] in reference]
+        if arm in ("baseline", "finetune") or not diffs:
+            delta = "–"
+        else:
+            d_mean, d_half = t_interval(diffs)
+            delta = (f"{d_mean:+.2f} ({d_mean - d_half:+.2f}, {d_mean + d_half:+.2f}), n={len(diffs)}"
+                     if len(diffs) > 1 else f"{d_mean:+.2f}, n=1 (no interval)")
+        warm = "–"
+        if any(r["warmup_agreement"] is not None for r in mine):
+            warm = (f"{fmt([r['warmup_agreement'] for r in mine])}, "
+                    f"{100 * mean_std([r['warmup_accuracy_change'] for r in mine])[0]:+.2f}")
+        lines.append(
+            f"| {quantizer} | {arm} | {len(mine)} | {pct([r['accuracy'] for r in mine])} | {delta} | "
+            f"{pct([r['final_test_accuracy'] for r in mine])} | {pct([r['best_test_accuracy'] for r in mine])} | "
+            f"{fmt([r['final_flip_rate'] for r in mine])} | "
+            f"{fmt([r['flip_rate_total'] for r in mine])} | {fmt([r['final_disagreement'] for r in mine])} | "
+            f"{warm} | {mean_std([r['wall_time_s'] for r in mine])[0] / 60:.0f} min |"
+        )
+    return lines
+
+
+def write_results(folders: dict, results_dir: str, root: str, protocol: str, data: str,
+                  holdout: int) -> tuple[list[dict], list[str]]:
+    """Write `results.csv` (one row per run) and `results.md` (`results_table`) of the
+    runs of `folders` into `results_dir`; return the rows and the table's lines.
+
+    # Raises
+        ValueError: if `folders` holds no run.
+    """
+    os.makedirs(results_dir, exist_ok=True)
+    rows = results_rows(folders, root)
+    if not rows:
+        raise ValueError("no complete run to summarize yet")
+    with open(os.path.join(results_dir, "results.csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    lines = results_table(rows, folders, protocol, data, holdout)
+    with open(os.path.join(results_dir, "results.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return rows, lines
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def curves_figure(folders: dict, path: str, root: str, title: str, quantizer_labels: bool = False) -> None:
+    """Fig. 3 analogue at `path`: cross-entropy, test accuracy, flip rate and
+    disagreement per fine-tuning epoch, mean ± std over each arm's runs, with the
+    baselines' accuracy; `quantizer_labels` names arms `<quantizer>/<arm>`."""
+    import numpy as np
+
+    plt = _pyplot()
+    panels = [
+        ("ce", "training cross-entropy", lambda v: v),
+        ("val_accuracy", "test accuracy %", lambda v: 100 * v),
+        ("flip_rate", "binary weights flipped in the epoch %", lambda v: 100 * v),
+        ("agreement", "disagreement with noisy labels %", lambda v: 100 * (1 - v)),
+    ]
+    fig, axes = plt.subplots(1, 4, figsize=(19, 4.2))
+    for index, ((quantizer, arm), outs) in enumerate(folders.items()):
+        if arm == "baseline" or not outs:
+            continue
+        color = f"C{index}"  # one colour per arm in every panel
+        logs = [read_run(out)[1] for out in outs]
+        for ax, (key, title_, transform) in zip(axes, panels):
+            if key == "val_accuracy" and logs[0] and "test_accuracy" in logs[0][0]:
+                key = "test_accuracy"  # with a hold-out, val_accuracy is the hold-out's
+            series = [[transform(float(r[key])) for r in log if r.get(key) not in (None, "", "NA")] for log in logs]
+            n = min(len(s) for s in series)
+            if n == 0:
+                continue
+            values = np.array([s[:n] for s in series])
+            epochs = np.arange(1, n + 1)
+            label = f"{quantizer}/{arm}" if quantizer_labels else arm
+            label += f" (n={len(values)})"
+            ax.plot(epochs, values.mean(0), marker="o", label=label, color=color)
+            if len(values) > 1:
+                ax.fill_between(epochs, values.mean(0) - values.std(0), values.mean(0) + values.std(0), alpha=0.2,
+                                color=color)
+            ax.set_ylabel(title_)
+            ax.set_xlabel("fine-tuning epoch")
+            ax.set_xticks(epochs)
+    for (quantizer, arm), outs in folders.items():
+        if arm == "baseline" and outs:
+            axes[1].axhline(100 * run_row(outs[0], root, last_epoch=True)["accuracy"], color="gray", linestyle="--",
+                            label=f"baseline{' ' + quantizer if quantizer_labels else ''}")
+    axes[0].legend()
+    axes[1].legend(handles=[h for h in axes[1].get_lines() if h.get_label().startswith("baseline")])
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+
+
+def flip_heatmap(folders: dict, path: str, title: str, quantizer_labels: bool = False) -> bool:
+    """Per-layer flip rate (layers x epochs) of the first run of each fine-tuning arm,
+    from its `layers.csv`, at `path`; False (nothing written) if no run has one."""
+    import numpy as np
+
+    panels = []
+    for (quantizer, arm), outs in folders.items():
+        layers_csv = os.path.join(outs[0], "layers.csv") if outs else ""
+        if arm == "baseline" or not os.path.exists(layers_csv):
+            continue
+        with open(layers_csv) as f:
+            rows = [r for r in csv.DictReader(f) if r["figure"] == "flip_rate"]
+        layers = list(dict.fromkeys(r["layer"] for r in rows))
+        epochs = sorted({int(r["epoch"]) for r in rows})
+        grid = np.full((len(layers), len(epochs)), np.nan)
+        for r in rows:
+            grid[layers.index(r["layer"]), epochs.index(int(r["epoch"]))] = 100 * float(r["value"])
+        panels.append((f"{quantizer}/{arm}" if quantizer_labels else f"{arm}", layers, epochs, grid,
+                       os.path.basename(os.path.dirname(outs[0]))))
+    if not panels:
+        return False
+    plt = _pyplot()
+    vmax = max(np.nanmax(p[3]) for p in panels) or 1.0
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels) + 2, 0.28 * len(panels[0][1]) + 2),
+                             squeeze=False)
+    for ax, (label, layers, epochs, grid, seed) in zip(axes[0], panels):
+        image = ax.imshow(grid, aspect="auto", cmap="viridis", vmin=0, vmax=vmax)
+        ax.set_title(f"{label} ({seed})")
+        ax.set_xticks(range(len(epochs)), [str(e + 1) for e in epochs])
+        ax.set_xlabel("fine-tuning epoch")
+        ax.set_yticks(range(len(layers)), layers if ax is axes[0][0] else [])
+    fig.colorbar(image, ax=axes[0].tolist(), label="binary weights flipped in the epoch %")
+    fig.suptitle(title)
+    fig.savefig(path, dpi=80, bbox_inches="tight")
+    return True
+
+
+def sweep_csv(name: str, points: list[tuple], path: str) -> None:
+    """Write a sweep's points, `(value, val mean, val std, test mean, test std, seeds)`
+    in percent, as CSV to `path`."""
+    with open(path, "w") as f:
+        f.write(f"{name},val_accuracy_mean,val_accuracy_std,test_accuracy_mean,test_accuracy_std,seeds\n")
+        f.writelines(f"{v:g},{m:.4f},{s:.4f},{tm:.4f},{ts:.4f},{n}\n" for v, m, s, tm, ts, n in points)
+
+
+def sweep_figure(name: str, points: list[tuple], path: str, title: str, seeds: int,
+                 reference: tuple[float, int] | None = None) -> None:
+    """Validation accuracy against the swept `name` (`"alpha"` or `"rho"`), mean ± std
+    over `seeds` (Figs. 4, 5), at `path`; `reference` is plain fine-tuning's mean and
+    its number of seeds, drawn as a line."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    xs, means, stds, *_ = zip(*points)
+    ax.errorbar(range(len(xs)), means, yerr=stds, marker="o", capsize=3,
+                label=f"LNS, mean ± std over {seeds_label(seeds)}")
+    if reference is not None:
+        ax.axhline(reference[0], color="gray", linestyle="--",
+                   label=f"finetune, mean over {seeds_label(reference[1])}")
+    ax.set_xticks(range(len(xs)), [f"{v:g}" for v in xs])
+    ax.set_xlabel({"alpha": "α (weight of the noisy-supervision loss)", "rho": "ρ₊ = ρ₋ (assumed noise rate)"}[name])
+    ax.set_ylabel("validation accuracy % (selected epoch)")
+    ax.legend()
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)

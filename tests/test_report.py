@@ -1,0 +1,76 @@
+"""The campaign's protocols, statistics and report tables, without training anything."""
+
+import json
+import math
+
+import pytest
+
+from lns_larq import protocols, report, stats
+
+
+def test_t_interval_of_a_hand_computed_case():
+    # Mean 2.5; squared deviations 2.25 + 0.25 + 0.25 + 2.25 = 5, s = sqrt(5 / 3);
+    # n - 1 = 3 degrees of freedom: t = 3.182; half-width 3.182 * s / sqrt(4).
+    mean, half = stats.t_interval([1.0, 2.0, 3.0, 4.0])
+    assert mean == 2.5 and half == pytest.approx(3.182 * math.sqrt(5 / 3) / 2)
+    assert half == pytest.approx(2.0540, abs=1e-4)
+    # Between the table's entries the next lower one (11 -> 10: 2.228); beyond 30, 1.96.
+    values = [float(i % 3) for i in range(12)]
+    assert stats.t_interval(values)[1] == pytest.approx(2.228 * stats.mean_std(values)[1] / math.sqrt(12))
+    values = [float(i % 2) for i in range(40)]
+    assert stats.t_interval(values)[1] == pytest.approx(1.96 * stats.mean_std(values)[1] / math.sqrt(40))
+    mean, half = stats.t_interval([0.7])
+    assert mean == 0.7 and math.isnan(half)
+    assert all(math.isnan(v) for v in stats.mean_std([])) and stats.mean_std([3.0]) == (3.0, 0.0)
+
+
+def test_fit_args_of_an_lns_run():
+    args = protocols.fit_args("short", "lns_gated", "xnor", 1, "runs/b/model.keras",
+                              data_path="cifar.npz", alpha=0.5, rho=0.01)
+    assert args == [
+        "--model=resnet20_lns", "--quantizer=xnor", "--seed=1", "--dataset=cifar10", "--batch_size=128",
+        "--optimizer=adam", "--momentum=0.9", "--weight_decay=0.0", "--verbose=2", "--epochs=4", "--lr=0.0005",
+        "--lr_schedule=step", "--lr_boundaries=2,3", "--data_path=cifar.npz", "--validation_size=10000",
+        "--pretrained=runs/b/model.keras", "--alpha=0.5", "--rho=0.01", "--warmup_epochs=1", "--gated=True",
+        "--loss_input=output",
+    ]
+    baseline = protocols.fit_args("tiny", "baseline", "dorefa", 0, None, dataset="digits", validation_size=0)
+    assert "--model=resnet8" in baseline and not any(a.startswith(("--pretrained", "--validation_size",
+                                                                    "--data_path")) for a in baseline)
+
+
+def test_run_folders():
+    assert protocols.baseline_dir("runs", "dorefa", 1) == "runs/dorefa/seed1/baseline"
+    assert protocols.baseline_dir("runs", "dorefa", baselines_dir="other") == "other/dorefa/seed0/baseline"
+    assert protocols.sweep_dir("runs", "dorefa", 0, "alpha", 0.0) == "runs/dorefa/seed0/lns_no_noisy"
+    assert protocols.sweep_dir("runs", "dorefa", 0, "rho", 0.005) == "runs/dorefa/seed0/lns"
+    assert protocols.sweep_dir("runs", "dorefa", 2, "rho", 0.02) == "runs/dorefa/seed2/lns_rho0.02"
+
+
+def _run(folder, seed, accuracy, lns=None):
+    folder.mkdir(parents=True)
+    (folder / "log.csv").write_text("epoch,val_accuracy,test_accuracy,agreement\n0,0.5,0.5,0.99\n")
+    metrics = dict(config=dict(seed=seed), validation="holdout", epochs=1, wall_time_s=120.0,
+                   test_accuracy=accuracy, best_val_accuracy=0.5, selected_epoch=1,
+                   selected_test_accuracy=accuracy, best_test_accuracy=accuracy)
+    if lns:
+        metrics["lns"] = lns
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    return str(folder)
+
+
+def test_results_table_pairs_arms_by_seed(tmp_path):
+    finetune = [_run(tmp_path / f"s{s}" / "finetune", s, a) for s, a in ((0, 0.70), (1, 0.72))]
+    lns = [_run(tmp_path / f"s{s}" / "lns", s, a, dict(agreement=0.9999, accuracy_change=-0.001))
+           for s, a in ((0, 0.71), (1, 0.74))]
+    folders = {("dorefa", "finetune"): finetune, ("dorefa", "lns"): lns}
+    rows, lines = report.write_results(folders, str(tmp_path / "results"), str(tmp_path), "short",
+                                       "CIFAR-10 (JPEG q75 copy)", 10000)
+    assert [r["run"] for r in rows] == ["s0/finetune", "s1/finetune", "s0/lns", "s1/lns"]
+    (line,) = [line for line in lines if line.startswith("| dorefa | lns |")]
+    # Differences 1 and 2 points: mean 1.5, s = 0.7071, t(1 df) = 12.706, half-width 6.35.
+    assert "| 72.50 ± 2.12 | +1.50 (-4.85, +7.85), n=2 |" in line
+    assert "| 0.9999, -0.10 | 2 min |" in line
+    assert (tmp_path / "results" / "results.md").read_text() == "\n".join(lines) + "\n"
+    with pytest.raises(ValueError, match="no complete run"):
+        report.write_results({("dorefa", "lns"): []}, str(tmp_path / "empty"), str(tmp_path), "short", "x", 0)
