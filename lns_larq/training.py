@@ -37,7 +37,7 @@ import numpy as np
 import tensorflow as tf
 
 from lns_larq import callbacks as lns_callbacks
-from lns_larq import data, distribute, imagenet, methods, models
+from lns_larq import cpu, data, distribute, imagenet, methods, models
 from lns_larq.errors import first_line
 from lns_larq.keras_utils import all_layers, copy_weights, is_binarized_conv, load_model
 from lns_larq.methods import Run
@@ -451,6 +451,7 @@ def _run(config, write_dir):
         epochs=config.epochs,
         epochs_this_invocation=epochs_run,
         wall_time_s=elapsed.seconds,
+        cpu=cpu.describe(),  # what the wall time was measured on
         train_images_per_second=images / fit_seconds if epochs_run else None,
         command=config.command,
         config=config.as_dict(),

@@ -49,9 +49,9 @@ def test_a_changed_flag_is_documented_in_its_group_and_fails_the_check(tmp_path)
     extras = text.index("\n## Extras (a new group)\n")
     lns = text.index("\n## LNS (models named *_lns)\n")
     bonn = text.index("\n## BONN (models named *_bonn)\n")
-    assert general < gain < extras < text.index("| `--test_only_list` | `a,b` | A list flag. |") < lns < bonn
-    assert lns < text.index("| `--alpha` |") < text.index("| `--warmup_agreement` |") < bonn
-    assert bonn < text.index("| `--bonn_lambda` |")
+    assert general < gain < extras < text.index("| `--test_only_list` | `a,b` | A list flag. |") < bonn < lns
+    assert lns < text.index("| `--alpha` |") < text.index("| `--warmup_agreement` |")
+    assert bonn < text.index("| `--bonn_lambda` |") < lns
     assert "`--seed`" not in text
 
     check = _cli_docs("--check", "--fit", str(fit_copy), "--output", os.path.join(ROOT, "docs", "cli.md"))

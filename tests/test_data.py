@@ -231,6 +231,8 @@ def test_fit_offline_stops_within_seconds_with_one_line(tmp_path):
         "socket.getaddrinfo = offline\n"
         f"sys.argv = ['fit.py', '--model', 'resnet20', '--epochs', '1', '--data_dir', {str(tmp_path / 'tfds')!r},"
         f" '--output_dir', {str(tmp_path / 'run')!r}]\n"
+        # As `python train/fit.py` does: the script's folder first on sys.path.
+        f"sys.path.insert(0, {os.path.join(ROOT, 'train')!r})\n"
         f"runpy.run_path({os.path.join(ROOT, 'train', 'fit.py')!r}, run_name='__main__')\n"
     )
     env = {k: v for k, v in os.environ.items() if k.lower() not in ("https_proxy", "all_proxy")}

@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 import lns_larq.lns
-from lns_larq import models, training
+from lns_larq import cpu, models, training
 
 from .conftest import ROOT
 
@@ -42,6 +42,7 @@ def test_short_cifar10_run_learns(trained_baseline):
     with open(os.path.join(out, "metrics.json")) as f:
         saved = json.load(f)
     assert saved["epochs"] == 3 and saved["wall_time_s"] > 0 and saved["config"]["model"] == "resnet20"
+    assert saved["cpu"].startswith(cpu.model_name()) and "oneDNN o" in saved["cpu"]
 
 
 @pytest.mark.slow

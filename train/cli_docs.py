@@ -115,11 +115,12 @@ def _definitions(source_path):
 
 def _method_groups():
     """{flag name: group title} of the options the training methods declare
-    (`lns_larq.methods`): one group per method, in registration order."""
+    (`lns_larq.methods`): one group per method, by suffix (registration order
+    follows import order, which a linter may change)."""
     from lns_larq import methods
 
     titles = {}
-    for method, option in methods.all_options():
+    for method, option in sorted(methods.all_options(), key=lambda pair: pair[0].suffix):
         title = f"{type(method).__name__} (models named *_{method.suffix})"
         for name in (option.shorthand, option.name, *option.aliases):
             if name:
@@ -129,7 +130,7 @@ def _method_groups():
 
 def groups(found):
     """[(group title, [flag, ...])]: fit.py's groups in definition order, then one
-    group per training method, in the order the methods declare their options."""
+    group per training method, by suffix; a method's flags in the order it declares them."""
     by_file = {}
     method_titles = _method_groups()
     method_order = list(dict.fromkeys(method_titles.values()))
