@@ -34,6 +34,10 @@ def test_fit_args_of_an_lns_run():
         "--pretrained=runs/b/model.keras", "--alpha=0.5", "--rho=0.01", "--warmup_epochs=1", "--gated=True",
         "--loss_input=output",
     ]
+    # The candidate arms override the campaign's alpha, or add their option.
+    candidate = protocols.fit_args("short", "lns_alpha_0.1", "dorefa", 0, "b.keras", alpha=1.0)
+    assert "--alpha=0.1" in candidate and "--alpha=1.0" not in candidate and "--warmup_epochs=1" in candidate
+    assert "--labels=pretrained" in protocols.fit_args("short", "lns_pretrained_labels", "dorefa", 0, "b.keras")
     baseline = protocols.fit_args("tiny", "baseline", "dorefa", 0, None, dataset="digits", validation_size=0)
     assert "--model=resnet8" in baseline and not any(a.startswith(("--pretrained", "--validation_size",
                                                                     "--data_path")) for a in baseline)
