@@ -23,6 +23,27 @@ from lns_larq.keras_utils import (
 from lns_larq.methods import Method, Option, register
 from lns_larq.quantizers import LNS_OPTIONS, LNSQuantizer, lns_layers, scale_kind
 
+__all__ = [
+    "FINE_TUNING_OPTIONS",
+    "LNS",
+    "LNSMonitor",
+    "MappingLearningRate",
+    "StopAtAgreement",
+    "WARM_START_AGREEMENT",
+    "WARM_START_LAYER_AGREEMENT",
+    "WARM_START_OPTIONS",
+    "agreement",
+    "freeze_labels",
+    "labels_as_weights",
+    "layer_agreement",
+    "lns_layer_state",
+    "lns_state",
+    "lnsify",
+    "mapping_only",
+    "supervision_weight",
+    "warm_start",
+]
+
 _logger = logging.getLogger(__name__)
 
 def lnsify(model: tf.keras.Model, keep: Iterable[str] = (), **quantizer_options: Any) -> tf.keras.Model:
@@ -343,6 +364,58 @@ class LNSMonitor(tf.keras.callbacks.Callback):
             self.layer_log.write(epoch, self.layer_figures)
 
 
+class MappingLearningRate(tf.keras.callbacks.Callback):
+    r"""A learning rate for the mapping networks \(\theta\) that is `factor` times the
+    other weights', in Keras `fit`.
+
+    Around every training step it scales the change of \(\theta\):
+    \(\theta_t = \theta_{t-1} + \text{factor}\,(\theta'_t - \theta_{t-1})\), where
+    \(\theta'_t\) is the optimizer's step. For optimizers whose step is linear in the
+    learning rate, given the gradients and their own state (SGD with or without
+    momentum, Adam, decoupled weight decay), this is exactly training \(\theta\) at
+    `factor` times the learning rate, and it keeps the one optimizer, its schedule
+    and its checkpoints. The other weights are untouched.
+
+    ```python
+    model.fit(data, epochs=4, callbacks=[lns_larq.lns.MappingLearningRate(0.1)])
+    ```
+
+    # Arguments
+        factor: The mapping networks' learning rate over the optimizer's (> 0).
+    """
+
+    def __init__(self, factor: float):
+        super().__init__()
+        if not factor > 0:
+            raise ValueError(f"factor must be > 0, got {factor}.")
+        self.factor = float(factor)
+        self._theta = None
+
+    def on_train_begin(self, logs=None):
+        self._theta = [w for layer in lns_layers(self.model) for w in layer.kernel_quantizer.network.trainable_weights]
+        self._before = [tf.Variable(tf.zeros(w.shape, w.dtype), trainable=False) for w in self._theta]
+        # Trace both functions now (a no-op pair), not inside the first steps, which
+        # Keras times to warn about slow callbacks.
+        self._remember()
+        self._scale()
+
+    @tf.function
+    def _remember(self):
+        for before, w in zip(self._before, self._theta):
+            before.assign(w)
+
+    @tf.function
+    def _scale(self):
+        for before, w in zip(self._before, self._theta):
+            w.assign(before + self.factor * (w - before))
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._remember()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._scale()
+
+
 def lns_layer_state(model: tf.keras.Model, sample: tuple | None = None) -> dict[str, dict[str, float]]:
     """`{figure: {layer: value}}` of a model's LNS layers (see `LNSMonitor`)."""
     figures = {}
@@ -405,13 +478,20 @@ WARM_START_OPTIONS = (
            "before the warm start stops (0: no per-layer condition).", lower=0, upper=1, wrap=False),
 )
 
+# The settings of LNS fine-tuning beyond the quantizer's.
+FINE_TUNING_OPTIONS = (
+    Option("theta_lr", 1.0, "Fine-tuning learning rate of the mapping networks (theta) as a multiple of the "
+           "other weights' (MappingLearningRate).", above=0, wrap=False),
+)
+
 
 @register
 class LNS(Method):
     """LNS as a training method (`<model>_lns`).
 
-    - options: LNS's (`LNS_OPTIONS`, `wrap`'s) and the warm start's
-      (`WARM_START_OPTIONS`); the flag `--rho` sets both noise rates.
+    - options: LNS's (`LNS_OPTIONS`, `wrap`'s), the warm start's
+      (`WARM_START_OPTIONS`) and fine-tuning's (`FINE_TUNING_OPTIONS`); the flag
+      `--rho` sets both noise rates.
     - `wrap`: `lnsify` with the config's LNS options.
     - `prepare`: freezes the noisy labels of the loaded weights, then warm-starts the
       random mappings (`warm_start`) for `warmup_epochs`, Adam at `warmup_lr`, on the
@@ -422,12 +502,13 @@ class LNS(Method):
       (agreement, per-layer disagreement, test accuracy before and after) goes to
       `warmup.json` and `metrics.json`; the mapping weights to `warmup.weights.h5`, so
       a resumed run skips the warm start.
-    - `callbacks`: `LNSMonitor`, its per-layer figures in `layers.csv`.
+    - `callbacks`: `LNSMonitor`, its per-layer figures in `layers.csv`; and
+      `MappingLearningRate` unless `theta_lr` is 1.
     """
 
     name = "LNS"
     suffix = "lns"
-    options = (*LNS_OPTIONS, *WARM_START_OPTIONS)
+    options = (*LNS_OPTIONS, *WARM_START_OPTIONS, *FINE_TUNING_OPTIONS)
     shorthands = (Option("rho", 0.005, "Symmetric noise rate: rho_pos = rho_neg = rho.", lower=0),)
 
     def wrap(self, model, **options):
@@ -479,7 +560,10 @@ class LNS(Method):
         return report
 
     def callbacks(self, run):
-        return [LNSMonitor(sample=run.sample, layer_log_dir=run.write_dir)]
+        monitor = LNSMonitor(sample=run.sample, layer_log_dir=run.write_dir)
+        if run.config.theta_lr == 1:
+            return [monitor]
+        return [monitor, MappingLearningRate(run.config.theta_lr)]
 
     def summary(self, report: dict) -> str:
         """The warm start in one line: agreement, the stop, test accuracy before and

@@ -35,9 +35,10 @@ __all__ = [
 #   lns_gated     LNS with the gated mapping and Eq. 15 on its output
 #   lns_stop_rho, lns_no_noisy_stop_rho: the warm start stopped once 1 - rho of all
 #                 binary weights (0.995 at the default rho) agree with their labels
-#   lns_alpha_0.1, lns_pretrained_labels: candidates for why lns ends below
-#                 finetune (issue 20): a tenth of the noisy term's weight; the labels
-#                 frozen at sign of the pretrained weights instead of the current ones
+#   lns_alpha_0.1, lns_pretrained_labels, lns_theta_lr_0.1: candidates for why lns
+#                 ends below finetune (issue 20): a tenth of the noisy term's weight;
+#                 the labels frozen at sign of the pretrained weights instead of the
+#                 current ones; the mappings trained at a tenth of the learning rate
 #   bonn          BONN's Bayesian kernel and feature losses, fine-tuned likewise
 ARMS = {
     "baseline": ("", {}),
@@ -49,6 +50,7 @@ ARMS = {
     "lns_no_noisy_stop_rho": ("_lns", {"alpha": 0.0, "warmup_agreement": 0.995, "warmup_layer_agreement": 0.0}),
     "lns_alpha_0.1": ("_lns", {"alpha": 0.1}),
     "lns_pretrained_labels": ("_lns", {"labels": "pretrained"}),
+    "lns_theta_lr_0.1": ("_lns", {"theta_lr": 0.1}),
     "bonn": ("_bonn", {}),
 }
 DEFAULT_ARMS = ("baseline", "finetune", "lns_no_noisy", "lns", "bonn")

@@ -337,3 +337,79 @@ def test_a_binarized_layer_lns_cannot_map_is_an_error_naming_it():
     assert kept.kernel_quantizer.__class__ is model.get_layer("head").get_layer("binary_fc").kernel_quantizer.__class__
     bonn = bonnify(model, keep=["binary_fc"])
     assert [layer.name for layer, _ in kernel_priors(bonn)] == ["binary_conv"]
+
+
+def _tiny_lns_model():
+    binary = dict(padding="same", pad_values=1.0, use_bias=False, input_quantizer="ste_sign",
+                  kernel_quantizer="dorefa_sign", kernel_constraint="weight_clip")
+    baseline = tf.keras.Sequential([
+        tf.keras.Input((6, 6, 4)),
+        lq.layers.QuantConv2D(8, 3, **binary),
+        lq.layers.QuantConv2D(8, 3, **binary),
+        tf.keras.layers.GlobalAveragePooling2D(),
+        tf.keras.layers.Dense(3),
+    ])
+    return lns_larq.lnsify(baseline, alpha=1.0)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_mapping_learning_rate_trains_theta_at_a_multiple_of_the_rate(optimizer):
+    """`MappingLearningRate(0.1)` under one optimizer at lr trains like two
+    optimizers, the mappings' at 0.1 lr and the rest's at lr (Larq's CaseOptimizer);
+    without it, the mappings move further."""
+    from lns_larq.lns import MappingLearningRate
+
+    lr, factor = 0.05, 0.1
+    x = np.random.RandomState(0).randn(32, 6, 6, 4).astype("float32")
+    y = np.random.RandomState(1).randint(0, 3, 32)
+    loss = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    start = _tiny_lns_model().get_weights()
+
+    def make(kind, rate):
+        if kind == "sgd":
+            return tf.keras.optimizers.legacy.SGD(rate, momentum=0.9)
+        return tf.keras.optimizers.legacy.Adam(rate)
+
+    def train(callback, two_optimizers=False):
+        model = _tiny_lns_model()
+        model.set_weights(start)
+        theta = {w.ref() for layer in lns_layers(model) for w in layer.kernel_quantizer.network.trainable_weights}
+        assert theta
+        if two_optimizers:
+            opt = lq.optimizers.CaseOptimizer((lambda v: v.ref() in theta, make(optimizer, factor * lr)),
+                                              default_optimizer=make(optimizer, lr))
+        else:
+            opt = make(optimizer, lr)
+        model.compile(opt, loss)
+        model.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0, callbacks=[callback] if callback else [])
+        return model, theta
+
+    scaled, theta = train(MappingLearningRate(factor))
+    reference, _ = train(None, two_optimizers=True)
+    plain, _ = train(None)
+    moved = []
+    for a, b, c, s in zip(scaled.weights, reference.weights, plain.weights, start):
+        # 8 steps of float32 arithmetic in a different order: agreement to ~1e-6 of the
+        # weights' scale, far below the change the factor makes.
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5, err_msg=a.name)
+        if a.ref() in theta:
+            moved.append((np.abs(a.numpy() - s).sum(), np.abs(c.numpy() - s).sum()))
+    slow, fast = np.sum(moved, axis=0)
+    assert 0 < slow < 0.5 * fast, moved
+
+
+def test_theta_lr_is_an_lns_option_that_adds_the_callback():
+    import dataclasses
+
+    from lns_larq import methods, training
+    from lns_larq.lns import LNSMonitor, MappingLearningRate
+
+    lns = methods.get("lns")
+    assert training.TrainConfig().theta_lr == 1.0
+    run = methods.Run(model=None, config=training.TrainConfig(theta_lr=0.1), train=None, test=None,
+                      output_dir=None, write_dir=None, steps_per_epoch=1, sample=None, evaluate=None)
+    callbacks = lns.callbacks(run)
+    assert [type(c) for c in callbacks] == [LNSMonitor, MappingLearningRate] and callbacks[1].factor == 0.1
+    assert [type(c) for c in lns.callbacks(dataclasses.replace(run, config=training.TrainConfig()))] == [LNSMonitor]
+    with pytest.raises(ValueError, match="theta_lr"):
+        training.TrainConfig(model="resnet20_lns", theta_lr=0.0).validate()

@@ -38,6 +38,7 @@ def test_fit_args_of_an_lns_run():
     candidate = protocols.fit_args("short", "lns_alpha_0.1", "dorefa", 0, "b.keras", alpha=1.0)
     assert "--alpha=0.1" in candidate and "--alpha=1.0" not in candidate and "--warmup_epochs=1" in candidate
     assert "--labels=pretrained" in protocols.fit_args("short", "lns_pretrained_labels", "dorefa", 0, "b.keras")
+    assert "--theta_lr=0.1" in protocols.fit_args("short", "lns_theta_lr_0.1", "dorefa", 0, "b.keras")
     baseline = protocols.fit_args("tiny", "baseline", "dorefa", 0, None, dataset="digits", validation_size=0)
     assert "--model=resnet8" in baseline and not any(a.startswith(("--pretrained", "--validation_size",
                                                                     "--data_path")) for a in baseline)

@@ -19,8 +19,9 @@ Arms (paper Table 1, plus the gated mapping and BONN):
   lns_gated     LNS with the gated mapping and Eq. 15 on its output
   lns_stop_rho, lns_no_noisy_stop_rho
                 lns and lns_no_noisy with the warm start stopped at 1 - rho overall
-  lns_alpha_0.1, lns_pretrained_labels
-                lns with alpha = 0.1; lns with labels frozen at the pretrained signs
+  lns_alpha_0.1, lns_pretrained_labels, lns_theta_lr_0.1
+                lns with alpha = 0.1; with labels frozen at the pretrained signs;
+                with the mappings at a tenth of the learning rate
   bonn          BONN's Bayesian kernel and feature losses, fine-tuned likewise
 (lns_larq.protocols: ARMS, PROTOCOLS.)
 
