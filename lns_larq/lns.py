@@ -374,7 +374,8 @@ class MappingLearningRate(tf.keras.callbacks.Callback):
     learning rate, given the gradients and their own state (SGD with or without
     momentum, Adam, decoupled weight decay), this is exactly training \(\theta\) at
     `factor` times the learning rate, and it keeps the one optimizer, its schedule
-    and its checkpoints. The other weights are untouched.
+    and its checkpoints. The other weights are untouched. It needs one step per
+    batch callback: compile with `steps_per_execution=1` (Keras' default).
 
     ```python
     model.fit(data, epochs=4, callbacks=[lns_larq.lns.MappingLearningRate(0.1)])
