@@ -390,31 +390,33 @@ class MappingLearningRate(tf.keras.callbacks.Callback):
         if not factor > 0:
             raise ValueError(f"factor must be > 0, got {factor}.")
         self.factor = float(factor)
-        self._theta = None
+        self._before = None
 
     def on_train_begin(self, logs=None):
-        self._theta = [w for layer in lns_layers(self.model) for w in layer.kernel_quantizer.network.trainable_weights]
-        self._before = [tf.Variable(tf.zeros(w.shape, w.dtype), trainable=False) for w in self._theta]
-        # Trace both functions now (a no-op pair), not inside the first steps, which
-        # Keras times to warn about slow callbacks.
-        self._remember()
-        self._scale()
+        theta = [w for layer in lns_layers(self.model) for w in layer.kernel_quantizer.network.trainable_weights]
+        factor = self.factor
 
-    @tf.function
-    def _remember(self):
-        for before, w in zip(self._before, self._theta):
-            before.assign(w)
+        # Functions of this model's theta, holding no state of their own: the
+        # weights before a step are plain tensors, so nothing is created per trace.
+        @tf.function
+        def remember():
+            return [tf.identity(w) for w in theta]
 
-    @tf.function
-    def _scale(self):
-        for before, w in zip(self._before, self._theta):
-            w.assign(before + self.factor * (w - before))
+        @tf.function
+        def scale(before):
+            for b, w in zip(before, theta):
+                w.assign(b + factor * (w - b))
+
+        self._remember, self._scale = remember, scale
+        # Trace both now (a no-op pair), not in the first steps, which Keras times
+        # to warn about slow callbacks.
+        self._scale(self._remember())
 
     def on_train_batch_begin(self, batch, logs=None):
-        self._remember()
+        self._before = self._remember()
 
     def on_train_batch_end(self, batch, logs=None):
-        self._scale()
+        self._scale(self._before)
 
 
 def lns_layer_state(model: tf.keras.Model, sample: tuple | None = None) -> dict[str, dict[str, float]]:
