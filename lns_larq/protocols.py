@@ -62,6 +62,9 @@ DEFAULT_ARMS = ("baseline", "finetune", "lns_no_noisy", "lns", "bonn")
 # fine-tunes at a tenth of its baseline's; `medium` fine-tunes three times as long,
 # with the paper's schedule shape (x0.1 at 1/4, 1/2 and 3/4); `short_sgd` is the
 # first campaign's (docs/results/short_sgd/, no hold-out); `tiny` is for tests.
+# The 90-epoch Adam recipe (docs/recipe.md): `short` trains it, `medium` fine-tunes
+# the same baseline (its campaign reuses short's with --baselines_dir).
+_RECIPE_BASELINE = dict(epochs=90, optimizer="adam", lr=5e-3, lr_schedule="cosine")
 PROTOCOLS = {
     "paper": dict(
         baseline=dict(epochs=400, lr=0.1, lr_schedule="cosine"),
@@ -70,13 +73,13 @@ PROTOCOLS = {
         validation_size=10000,
     ),
     "short": dict(
-        baseline=dict(epochs=90, optimizer="adam", lr=5e-3, lr_schedule="cosine"),
+        baseline=_RECIPE_BASELINE,
         finetune=dict(epochs=4, optimizer="adam", lr=5e-4, lr_schedule="step", lr_boundaries="2,3"),
         warmup_epochs=1,
         validation_size=10000,
     ),
     "medium": dict(
-        baseline=dict(epochs=90, optimizer="adam", lr=5e-3, lr_schedule="cosine"),
+        baseline=_RECIPE_BASELINE,
         finetune=dict(epochs=12, optimizer="adam", lr=5e-4, lr_schedule="step", lr_boundaries="3,6,9"),
         warmup_epochs=1,
         validation_size=10000,
