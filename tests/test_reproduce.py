@@ -193,3 +193,21 @@ def test_medium_protocol_schedule_and_arms(tmp_path):
             assert "warmup_agreement" not in o and "warmup_layer_agreement" not in o
         if arm == "lns_stop_rho":
             assert float(o["warmup_agreement"]) == 0.995 and float(o["warmup_layer_agreement"]) == 0.0
+
+
+def test_baseline_seed_picks_the_baseline_the_arms_fine_tune(tmp_path):
+    """--baseline_seed 1 trains the seed-1 baseline (with seed 1) in its own folder and
+    every arm fine-tunes it; without the flag they fine-tune seed 0's (issue 20 item 5:
+    does the difference to fine-tuning depend on the baseline?)."""
+    runs_dir = str(tmp_path / "short_baseline1")
+    runs = _dry_run("--protocol", "short", "--runs_dir", runs_dir, "--arms", "baseline,finetune,lns",
+                    "--seeds", "2", "--baseline_seed", "1")
+    base = os.path.join(runs_dir, "dorefa", "seed1", "baseline")
+    assert runs[base]["seed"] == "1" and runs[base]["epochs"] == "90"
+    arms = {out: o for out, o in runs.items() if out != base}
+    assert sorted(os.path.relpath(out, runs_dir) for out in arms) == sorted(
+        os.path.join("dorefa", f"seed{s}", arm) for s in (0, 1) for arm in ("finetune", "lns"))
+    assert {o["pretrained"] for o in arms.values()} == {os.path.join(base, "model.keras")}
+    default = _dry_run("--protocol", "short", "--runs_dir", runs_dir, "--arms", "baseline,finetune", "--seeds", "1")
+    assert {o["pretrained"] for out, o in default.items() if "pretrained" in o} == {
+        os.path.join(runs_dir, "dorefa", "seed0", "baseline", "model.keras")}

@@ -8,7 +8,7 @@ Every run is one `train/fit.py` process in its own folder,
 `<runs_dir>/<quantizer>/seed<k>/<arm>`; a run whose metrics.json exists is skipped
 and an interrupted one resumes, so a campaign can be stopped and continued by
 rerunning the same command. Every arm and seed fine-tunes the seed-0 baseline
-with the same schedule; `--baseline_seeds 2` trains a second baseline to show how
+(`--baseline_seed` picks another) with the same schedule; `--baseline_seeds 2` trains a second baseline to show how
 much baselines differ. Results go to `<results_dir>/results.{md,csv}` and PNG figures.
 
 Arms (paper Table 1, plus the gated mapping and BONN):
@@ -61,6 +61,8 @@ flags.DEFINE_list("quantizers", ["dorefa"], "Baseline weight quantizers (Table 2
 flags.DEFINE_integer("seeds", 1, "Fine-tuning seeds per arm (paper: 5).", lower_bound=1)
 flags.DEFINE_integer("baseline_seeds", 1, "Baselines to train per quantizer; every arm fine-tunes the first, "
                      "the others show the baseline's seed-to-seed spread.", lower_bound=1)
+flags.DEFINE_integer("baseline_seed", 0, "The seed of the baseline every arm fine-tunes (another seed asks whether "
+                     "the arms' differences depend on the baseline).", lower_bound=0)
 flags.DEFINE_float("alpha", 1.0, "LNS alpha of the lns arm.", lower_bound=0)
 flags.DEFINE_float("rho", 0.005, "LNS noise rate of the lns arm.", lower_bound=0)
 flags.DEFINE_string("sweep", None, "alpha=v1,v2,... or rho=v1,... : LNS runs on the validation hold-out (Figs. 4, 5).")
@@ -116,23 +118,26 @@ def data_label():
     return report.data_label(FLAGS.dataset, FLAGS.data_path)
 
 
-def baseline_dir(runs_dir, quantizer, seed=0):
-    """The folder of a quantizer's baseline; every arm fine-tunes the seed-0 one."""
+def baseline_dir(runs_dir, quantizer, seed=None):
+    """The folder of a quantizer's baseline of `seed`, by default the one every arm
+    fine-tunes (--baseline_seed)."""
+    seed = FLAGS.baseline_seed if seed is None else seed
     return protocols.baseline_dir(runs_dir, quantizer, seed, FLAGS.baselines_dir)
 
 
 def campaign(runs_dir, train=True):
     """Run every arm, seed by seed; return {(quantizer, arm): [complete run folders]}.
 
-    The seed-0 baseline comes first, then the fine-tuning arms seed by seed (so
-    complete paired comparisons arrive first), then the other baselines.
+    The baseline the arms fine-tune (seed --baseline_seed, 0 by default) comes
+    first, then the fine-tuning arms seed by seed (so complete paired comparisons
+    arrive first), then the other baselines.
     With `train=False`, nothing runs: the complete runs found are returned.
     """
     folders = {}
     for quantizer in FLAGS.quantizers:
         base_dir = baseline_dir(runs_dir, quantizer)
         if train:
-            run_fit(fit_args("baseline", quantizer, 0, None), base_dir)
+            run_fit(fit_args("baseline", quantizer, FLAGS.baseline_seed, None), base_dir)
         folders[(quantizer, "baseline")] = [base_dir]
         for arm in FLAGS.arms:  # the table's order
             if arm != "baseline":
@@ -145,7 +150,7 @@ def campaign(runs_dir, train=True):
                 if train:
                     run_fit(fit_args(arm, quantizer, seed, os.path.join(base_dir, "model.keras")), out)
                 folders[(quantizer, arm)].append(out)
-        for seed in range(1, FLAGS.baseline_seeds):
+        for seed in [s for s in range(FLAGS.baseline_seeds) if s != FLAGS.baseline_seed][:FLAGS.baseline_seeds - 1]:
             out = baseline_dir(runs_dir, quantizer, seed)
             if train:
                 run_fit(fit_args("baseline", quantizer, seed, None), out)
@@ -197,7 +202,7 @@ def sweep(runs_dir, results_dir):
              "pass --validation_size")
     quantizer = FLAGS.quantizers[0]
     base_dir = baseline_dir(runs_dir, quantizer)
-    run_fit(fit_args("baseline", quantizer, 0, None), base_dir)
+    run_fit(fit_args("baseline", quantizer, FLAGS.baseline_seed, None), base_dir)
     points = []
     for value in grid:
         runs = []
