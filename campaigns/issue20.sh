@@ -14,7 +14,10 @@ $R --seeds 2 --arms baseline,finetune,lns_theta_lr_0.1 && $C "Campaign short: ln
 # 2. medium: does fine-tuning move the baseline's hold-out accuracy? 2 seeds
 $M --seeds 2 --arms baseline,finetune && $C "Campaign medium: finetune seeds 0-1 (the protocol check)"
 # 3. short: lns_no_noisy with the full-agreement warm start, 5 seeds
-$R --seeds 5 --arms baseline,finetune,lns,lns_no_noisy && $C "Campaign short: lns_no_noisy (5 seeds)"
+$R --seeds 5 --arms baseline,finetune,lns,lns_no_noisy \
+ && $R --report_only --seeds 5 --baseline_seeds 2 --arms baseline,finetune,lns,lns_no_noisy,lns_alpha_0.1,\
+lns_pretrained_labels,lns_theta_lr_0.1,lns_stop_rho,lns_no_noisy_stop_rho,lns_gated \
+ && $C "Campaign short: lns_no_noisy (5 seeds); the report over every short arm"
 # 4. medium: 5 seeds of finetune, lns and lns_gated (the candidate the short
 #    campaign's hold-out picked, docs/results/short.md), seed by seed
 $M --seeds 5 --arms baseline,finetune,lns,lns_gated && $C "Campaign medium: finetune, lns, lns_gated (5 seeds)"
