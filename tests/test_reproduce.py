@@ -166,13 +166,15 @@ def _dry_run(*args):
     return runs
 
 
-def test_medium_protocol_schedule_and_arms(tmp_path):
-    """`medium` fine-tunes another campaign's baseline for 12 epochs at a tenth of the
-    baseline's learning rate, x0.1 at 1/4, 1/2 and 3/4 of the epochs, selecting on
-    10,000 held-out images; the LNS arm warm-starts to full agreement (fit.py's
-    default) and `lns_stop_rho` at 1 - rho overall with no per-layer bound."""
-    runs_dir, baselines = str(tmp_path / "medium"), str(tmp_path / "short")
-    runs = _dry_run("--protocol", "medium", "--runs_dir", runs_dir, "--baselines_dir", baselines,
+@pytest.mark.parametrize("protocol,epochs", [("medium", 12), ("long", 28)])
+def test_medium_and_long_protocols_schedule_and_arms(tmp_path, protocol, epochs):
+    """`medium` (12 epochs) and `long` (28: the paper's 120 / 400 of the baseline's 90)
+    fine-tune another campaign's baseline at a tenth of the baseline's learning rate,
+    x0.1 at 1/4, 1/2 and 3/4 of the epochs, selecting on 10,000 held-out images; the
+    LNS arm warm-starts to full agreement (fit.py's default) and `lns_stop_rho` at
+    1 - rho overall with no per-layer bound."""
+    runs_dir, baselines = str(tmp_path / protocol), str(tmp_path / "short")
+    runs = _dry_run("--protocol", protocol, "--runs_dir", runs_dir, "--baselines_dir", baselines,
                     "--arms", "baseline,finetune,lns,lns_stop_rho", "--seeds", "2")
     base = os.path.join(baselines, "dorefa", "seed0", "baseline")
     assert base in runs and runs[base]["epochs"] == "90" and runs[base]["lr"] == "0.005"
@@ -180,8 +182,7 @@ def test_medium_protocol_schedule_and_arms(tmp_path):
     assert sorted(os.path.relpath(out, runs_dir) for out in arms) == sorted(
         os.path.join("dorefa", f"seed{s}", arm) for s in (0, 1) for arm in ("finetune", "lns", "lns_stop_rho"))
     for out, o in arms.items():
-        epochs = int(o["epochs"])
-        assert epochs >= 12 and float(o["lr"]) == float(runs[base]["lr"]) / 10
+        assert int(o["epochs"]) == epochs and float(o["lr"]) == float(runs[base]["lr"]) / 10
         assert o["lr_schedule"] == "step" and o["optimizer"] == "adam"
         assert [int(b) for b in o["lr_boundaries"].split(",")] == [epochs // 4, epochs // 2, 3 * epochs // 4]
         assert o["validation_size"] == "10000" and o["pretrained"] == os.path.join(base, "model.keras")

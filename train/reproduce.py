@@ -55,7 +55,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIT = os.path.join(ROOT, "train", "fit.py")
 
 flags.DEFINE_enum("protocol", "short", list(PROTOCOLS), "Recipe: paper (400 + 120 epochs), short (90 + 4), "
-                  "medium (90 + 12), short_sgd (the first campaign's), tiny (tests).")
+                  "medium (90 + 12), long (90 + 28), short_sgd (the first campaign's), tiny (tests).")
 flags.DEFINE_list("arms", list(DEFAULT_ARMS), f"Arms to run, of {', '.join(ARMS)}.")
 flags.DEFINE_list("quantizers", ["dorefa"], "Baseline weight quantizers (Table 2 with several).")
 flags.DEFINE_integer("seeds", 1, "Fine-tuning seeds per arm (paper: 5).", lower_bound=1)
