@@ -72,6 +72,26 @@ def _seed():
 _SHARED_MODULE_FIXTURES = ("test_bonn", "test_evaluate", "test_export")
 
 
+# The longest work goes first (pyproject.toml's --no-loadscope-reorder keeps this
+# order): the baseline's group (its fixture and three tests, the longest unit), then
+# the longest single tests, so that no worker starts one of them while the other is
+# about to run out of work. The rest keep their collection order.
+_LONG_FIRST = (
+    "test_reproduce.py::test_tiny_campaign_every_arm_resume_and_skip",
+    "test_reproduce.py::test_tiny_sweep_writes_csv_and_figure",
+    "test_distribute.py::test_mirrored_fit_checkpoints_and_resumes",
+    "test_distribute.py::test_multi_worker_fit_only_the_chief_writes_and_resumes",
+    "test_lns.py::test_controlled_task_default_mapping_corrects_flips_and_gated_does_not",
+)
+
+
+def _start_rank(item):
+    if "trained_baseline" in getattr(item, "fixturenames", ()):
+        return 0
+    name = item.nodeid.rsplit("/", 1)[-1]
+    return 1 + _LONG_FIRST.index(name) if name in _LONG_FIRST else 1 + len(_LONG_FIRST)
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(config, items):
     for item in items:
@@ -79,3 +99,4 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.xdist_group("cifar_baseline"))
         elif item.module.__name__.rsplit(".", 1)[-1] in _SHARED_MODULE_FIXTURES:
             item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+    items[:] = sorted(items, key=_start_rank)  # stable: the rest keep their order
