@@ -22,15 +22,35 @@ def cifar(cifar_path):
     return data.load("cifar10", data_path=cifar_path)
 
 
+# Test images the runs on real CIFAR-10 evaluate (per epoch and at the end): 2,000
+# of the 10,000. Evaluating is most of such a short run's time, and 2,000 images
+# measure an accuracy to about +-1 % (binomial standard error at 30 %), ample for
+# "clearly above chance" and for comparisons made on the same images.
+RUN_TEST_IMAGES = 2000
+
+
 @pytest.fixture(scope="session")
-def trained_baseline(cifar, tmp_path_factory):
+def cifar_run_path(cifar_path, tmp_path_factory):
+    """The CIFAR-10 copy with its whole training split (so the normalisation
+    statistics, taken over it, are unchanged) and the first `RUN_TEST_IMAGES` test
+    images (about 200 per class), for the training runs of the tests."""
+    path = str(tmp_path_factory.mktemp("cifar10_run") / "cifar10_test2000.npz")
+    with np.load(cifar_path) as f:
+        np.savez(path, x_train=f["x_train"], y_train=f["y_train"],
+                 x_test=f["x_test"][:RUN_TEST_IMAGES], y_test=f["y_test"][:RUN_TEST_IMAGES])
+    return path
+
+
+@pytest.fixture(scope="session")
+def trained_baseline(cifar_run_path, tmp_path_factory):
     """A DoReFa ResNet-20 trained briefly on 4,000 real CIFAR-10 images, with its
-    metrics; shared by the tests that need weights that mean something."""
+    metrics (on the run's 2,000 test images, `cifar_run_path`); shared by the tests
+    that need weights that mean something."""
     from lns_larq import training
 
     out = str(tmp_path_factory.mktemp("baseline"))
     config = training.TrainConfig(
-        model="resnet20", quantizer="dorefa", data_path=CIFAR_NPZ, epochs=3,
+        model="resnet20", quantizer="dorefa", data_path=cifar_run_path, epochs=3,
         train_subset=4000, lr=0.05, lr_schedule="cosine", batch_size=64,
         output_dir=out, verbose=0,
     )
@@ -52,6 +72,26 @@ def _seed():
 _SHARED_MODULE_FIXTURES = ("test_bonn", "test_evaluate", "test_export")
 
 
+# The longest work goes first (pyproject.toml's --no-loadscope-reorder keeps this
+# order): the baseline's group (its fixture and three tests, the longest unit), then
+# the longest single tests, so that no worker starts one of them while the other is
+# about to run out of work. The rest keep their collection order.
+_LONG_FIRST = (
+    "test_reproduce.py::test_tiny_campaign_every_arm_resume_and_skip",
+    "test_reproduce.py::test_tiny_sweep_writes_csv_and_figure",
+    "test_distribute.py::test_mirrored_fit_checkpoints_and_resumes",
+    "test_distribute.py::test_multi_worker_fit_only_the_chief_writes_and_resumes",
+    "test_lns.py::test_controlled_task_default_mapping_corrects_flips_and_gated_does_not",
+)
+
+
+def _start_rank(item):
+    if "trained_baseline" in getattr(item, "fixturenames", ()):
+        return 0
+    name = item.nodeid.rsplit("/", 1)[-1]
+    return 1 + _LONG_FIRST.index(name) if name in _LONG_FIRST else 1 + len(_LONG_FIRST)
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(config, items):
     for item in items:
@@ -59,3 +99,4 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.xdist_group("cifar_baseline"))
         elif item.module.__name__.rsplit(".", 1)[-1] in _SHARED_MODULE_FIXTURES:
             item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+    items[:] = sorted(items, key=_start_rank)  # stable: the rest keep their order

@@ -248,13 +248,19 @@ def test_controlled_task_default_mapping_corrects_flips_and_gated_does_not():
     """The paper's mechanism, on filters with known clean signs (issue: 256 filters
     3x3x16, 5 % flipped taps): trained on the noisy loss alone, the default mapping
     corrects at least a quarter of the flipped weights while breaking at most 1 % of
-    the clean ones; the gated mapping corrects none."""
+    the clean ones within 150 steps; the gated mapping, given the same 150 steps,
+    corrects none.
+
+    150 steps, not more: the default mapping peaks there (docs/controlled/controlled.csv,
+    the same seeded run: 93 % corrected at 0.25 % broken at step 150, first under 1 %
+    broken at step 125) and only memorises the noisy labels after, so later steps
+    could not rescue a mapping that failed to correct by then."""
     task = noisy_filters.make_task(filters=256, channels=16, rho=0.05, seed=0)
-    curve = noisy_filters.train_mapping(LNSQuantizer(), task, steps=300, every=25)
+    curve = noisy_filters.train_mapping(LNSQuantizer(), task, steps=150, every=25)
     assert curve[0]["broken"] > 0.3  # it starts random: the result is learnt
     best = max((c for c in curve if c["broken"] <= 0.01), key=lambda c: c["corrected"])
     assert best["corrected"] >= 0.25, curve
-    gated = noisy_filters.train_mapping(LNSQuantizer(gated=True, loss_input="output"), task, steps=300, every=50)
+    gated = noisy_filters.train_mapping(LNSQuantizer(gated=True, loss_input="output"), task, steps=150, every=25)
     assert all(c["corrected"] == 0.0 and c["broken"] == 0.0 for c in gated), gated
 
 

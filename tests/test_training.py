@@ -46,21 +46,23 @@ def test_short_cifar10_run_learns(trained_baseline):
 
 
 @pytest.mark.slow
-def test_lns_fine_tuning_from_pretrained(trained_baseline, cifar_path, tmp_path):
+def test_lns_fine_tuning_from_pretrained(trained_baseline, cifar_run_path, tmp_path):
     """`--model resnet20_lns --pretrained <baseline> --warmup_epochs`: the warm start
     fits the random mapping to the baseline's signs and reports what it changed;
     fine-tuning logs the key figures per epoch and the per-layer ones in layers.csv."""
     _, base_metrics, base_out = trained_baseline
     out = str(tmp_path / "lns")
     config = training.TrainConfig(
-        model="resnet20_lns", pretrained=os.path.join(base_out, "model.keras"), data_path=cifar_path,
+        model="resnet20_lns", pretrained=os.path.join(base_out, "model.keras"), data_path=cifar_run_path,
         alpha=1.0, rho_pos=0.005, warmup_epochs=1, warmup_lr=3e-3, epochs=2, steps_per_epoch=40,
         batch_size=64, train_subset=2000, lr=0.01, lr_schedule="step", lr_boundaries=(1,),
         output_dir=out, verbose=0,
     )
     metrics = training.run(config)
     warm = metrics["lns"]
-    # At its noisy labels (sign of the loaded weights) the LNS model is the baseline.
+    # At its noisy labels (sign of the loaded weights) the LNS model is the baseline:
+    # the same test images as the baseline's figure (cifar_run_path), so one changed
+    # prediction of the 2,000 (5e-4) would fail this.
     assert warm["labels_test_accuracy"] == pytest.approx(base_metrics["test_accuracy"], abs=1e-6)
     # The random mapping (half the signs wrong) was fitted; the report says how far.
     assert warm["agreement"] >= 0.9, warm
