@@ -25,8 +25,9 @@ $R --seeds 5 --arms baseline,finetune,lns,lns_no_noisy \
 lns_pretrained_labels,lns_theta_lr_0.1,lns_stop_rho,lns_no_noisy_stop_rho,lns_gated \
  && $C "Campaign short: lns_no_noisy (5 seeds); the report over every short arm"
 # 5. long: 5 seeds of finetune, lns and lns_gated (the candidate the short
-#    campaign's hold-out picked, docs/results/short.md), seed by seed. Runs only
-#    if stage 3 showed fine-tuning moving the baseline (read docs/results/long.md).
+#    campaign's hold-out picked, docs/results/short.md), seed by seed; stage 3's
+#    check (docs/results/medium.md, last section) is reported with them either way:
+#    no longer protocol fits these 2 cores.
 $L --seeds 5 --arms baseline,finetune,lns,lns_gated && $C "Campaign long: finetune, lns, lns_gated (5 seeds)"
 # 6. does the difference depend on the baseline? The seed-1 baseline (retrained:
 #    the short campaign's seed-1 model was not kept), 2 seeds of finetune and lns
