@@ -82,12 +82,14 @@ class FlipRate(tf.keras.callbacks.Callback):
         self.layer_figures = {}
         self._previous = None
         self._start = None
+        self._first_epoch = False
 
     def on_train_begin(self, logs=None):
         current = binary_signs(self.model)
         if not current:
             raise ValueError("FlipRate needs a model with binarized QuantConv2D layers.")
         self._previous = current
+        self._first_epoch = True
         if self.reference_path and os.path.exists(self.reference_path):
             with np.load(self.reference_path) as f:
                 self._start = {k: f[k] for k in f.files}
@@ -95,6 +97,14 @@ class FlipRate(tf.keras.callbacks.Callback):
             self._start = current
             if self.reference_path:
                 np.savez(self.reference_path, **current)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._first_epoch:
+            # A resumed run's weights are restored by BackupAndRestore in its own
+            # on_train_begin, which may come after this one's: the first epoch's
+            # flips count from the weights it really starts from.
+            self._previous = binary_signs(self.model)
+            self._first_epoch = False
 
     def on_epoch_end(self, epoch, logs=None):
         current = binary_signs(self.model)

@@ -15,6 +15,7 @@ import tensorflow as tf
 from lns_larq.callbacks import LayerLog
 from lns_larq.keras_utils import (
     all_layers,
+    build_compiled,
     check_binarized_layers_convertible,
     clone_nested,
     copy_weights,
@@ -314,6 +315,7 @@ def warm_start(model: tf.keras.Model, data: tf.data.Dataset, epochs: int = 1, st
             loss_weights=[1.0 if cross_entropy else 0.0],
             metrics=["accuracy"],
         )
+        build_compiled(model, data)  # over the mappings' weights alone: only they train here
         model.fit(data, epochs=epochs, steps_per_epoch=steps_per_epoch,
                   callbacks=[*([stop] if stop else []), *callbacks], verbose=verbose)
     if stop is not None and stop.stopped_at is None:

@@ -4,7 +4,9 @@
 folder: `best.keras`, `last.keras` (every epoch), `model.keras` (final), `log.csv`,
 `tensorboard/`, `metrics.json`, and `backup/` while it trains. Running the same
 config again after a crash or kill resumes from the last completed epoch; a run
-whose `metrics.json` exists is complete.
+whose `metrics.json` exists is complete. Logs left without their checkpoint (a
+folder copied without `backup/`) would describe a run that starts again from epoch
+0, so they are moved to `stale/<n>/` first, not appended to.
 
 `strategy` names a `tf.distribute` strategy (`lns_larq.distribute`): the model is
 built and compiled in its scope, `batch_size` is the global batch (Keras splits each
@@ -39,7 +41,7 @@ import tensorflow as tf
 from lns_larq import callbacks as lns_callbacks
 from lns_larq import cpu, data, distribute, imagenet, methods, models
 from lns_larq.errors import first_line
-from lns_larq.keras_utils import all_layers, copy_weights, is_binarized_conv, load_model
+from lns_larq.keras_utils import all_layers, build_compiled, copy_weights, is_binarized_conv, load_model
 from lns_larq.methods import Run
 from lns_larq.quantizers import WEIGHT_QUANTIZERS, scale_kind
 
@@ -240,7 +242,9 @@ def lr_at(config: TrainConfig, epoch: int) -> float:
     return config.lr
 
 
-def _compile(model, optimizer, ce_weight=1.0, top5=False):
+def _compile(model, optimizer, dataset, ce_weight=1.0, top5=False, train=True):
+    """Compile `model` and create its training state now (`build_compiled`: the
+    first `fit` or `evaluate` then traces its step once, not twice)."""
     metrics = ["accuracy", tf.keras.metrics.SparseCategoricalCrossentropy(from_logits=True, name="ce")]
     if top5:
         metrics.append(tf.keras.metrics.SparseTopKCategoricalAccuracy(5, name="top5_accuracy"))
@@ -250,11 +254,12 @@ def _compile(model, optimizer, ce_weight=1.0, top5=False):
         loss_weights=[ce_weight],
         metrics=metrics,
     )
+    build_compiled(model, dataset, optimizer=train)
 
 
-def _compiled(model, top5=False):
-    """`model`, compiled for evaluation (a method's hook may evaluate before `fit`)."""
-    _compile(model, "sgd", top5=top5)
+def _compiled(model, dataset, top5=False):
+    """`model`, compiled for evaluation on `dataset` (a method's hook may evaluate before `fit`)."""
+    _compile(model, "sgd", dataset, top5=top5, train=False)
     return model
 
 
@@ -345,6 +350,40 @@ def run(config: TrainConfig) -> dict:
             shutil.rmtree(write_dir, ignore_errors=True)
 
 
+# What a run appends to while it trains, resumed with the checkpoint in `backup/`
+# (fine-tuning) or `warmup.weights.h5` / `backup_warmup/` (the LNS warm start).
+_FINE_TUNING_LOGS = ("log.csv", "layers.csv", "elapsed.json", "flip_reference.npz")
+_WARM_START_LOGS = ("warmup.json", "warmup_log.csv", os.path.join("warmup", "layers.csv"))
+
+
+def _has_files(folder):
+    return os.path.isdir(folder) and any(files for _, _, files in os.walk(folder))
+
+
+def _set_aside_stale_logs(out):
+    """Move the logs of `out` whose checkpoint is gone to `out/stale/<n>/`.
+
+    Without its checkpoint a run starts again from epoch 0 (or from the warm start),
+    and appending its rows to the old ones would make a log of two runs, whose
+    best epoch and wall time belong to neither. Nothing is deleted.
+    """
+    stale = []
+    if not _has_files(os.path.join(out, "backup")):
+        stale += [n for n in _FINE_TUNING_LOGS if os.path.exists(os.path.join(out, n))]
+    if not (os.path.exists(os.path.join(out, "warmup.weights.h5")) or _has_files(os.path.join(out, "backup_warmup"))):
+        stale += [n for n in _WARM_START_LOGS if os.path.exists(os.path.join(out, n))]
+    if not stale:
+        return
+    n = 1
+    while os.path.exists(os.path.join(out, "stale", str(n))):
+        n += 1
+    folder = os.path.join(out, "stale", str(n))
+    for name in stale:
+        os.makedirs(os.path.dirname(os.path.join(folder, name)), exist_ok=True)
+        shutil.move(os.path.join(out, name), os.path.join(folder, name))
+    print(f"{out}: no checkpoint for {', '.join(stale)}; the run starts again and they are kept in {folder}")
+
+
 def _run(config, write_dir):
     out = config.output_dir
     chief = write_dir == out
@@ -354,12 +393,12 @@ def _run(config, write_dir):
         with open(metrics_path) as f:
             return json.load(f)
     if config.overwrite and chief:
-        for name in ("metrics.json", "log.csv", "elapsed.json", "flip_reference.npz",
-                     "warmup.weights.h5", "warmup.json", "warmup_log.csv", "layers.csv",
-                     os.path.join("warmup", "layers.csv")):
+        for name in ("metrics.json", "warmup.weights.h5", *_FINE_TUNING_LOGS, *_WARM_START_LOGS):
             if os.path.exists(os.path.join(out, name)):
                 os.remove(os.path.join(out, name))
     os.makedirs(out, exist_ok=True)
+    if chief:
+        _set_aside_stale_logs(out)
     tf.keras.utils.set_random_seed(config.seed)
     if config.dataset == imagenet.NAME:
         source = imagenet.load(config.data_dir, config.manual_dir)
@@ -393,14 +432,15 @@ def _run(config, write_dir):
         run_info = Run(
             model=model, config=config, train=train, test=test, output_dir=out, write_dir=write_dir,
             steps_per_epoch=steps, sample=next(iter(train))[:2],
-            evaluate=lambda m: _evaluate(_compiled(m, top5), test),
+            evaluate=lambda m: _evaluate(_compiled(m, test, top5), test),
         )
         report = method.prepare(run_info)
         if report is not None:
             metrics[method.suffix] = report
             print(method.summary(report))
 
-    _compile(model, make_optimizer(config.optimizer, config.lr, config.momentum, config.weight_decay), top5=top5)
+    _compile(model, make_optimizer(config.optimizer, config.lr, config.momentum, config.weight_decay), train,
+             top5=top5)
     log_path = os.path.join(out, "log.csv")
     best = tf.keras.callbacks.ModelCheckpoint(
         os.path.join(out, "best.keras"), monitor="val_accuracy", mode="max", save_best_only=True

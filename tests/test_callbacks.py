@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from lns_larq import lns
-from lns_larq.callbacks import FlipRate
+from lns_larq.callbacks import FlipRate, binary_signs
 from lns_larq.lns import LNSMonitor
 from lns_larq.quantizers import LNSQuantizer
 
@@ -84,6 +84,46 @@ def test_flip_rate_resumes_against_the_saved_start(tmp_path):
     logs = {}
     fresh.on_epoch_end(1, logs)
     assert logs["flip_rate_total"] == 0.0
+
+
+def test_flip_rate_of_a_resumed_epoch_counts_from_the_restored_weights(tmp_path):
+    """In `fit` with BackupAndRestore after FlipRate (as training.run orders them),
+    the first epoch after a resume counts the flips since the restored weights,
+    not since the weights the model had before the restore."""
+
+    class Interrupt(tf.keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            raise KeyboardInterrupt
+
+    x = np.random.default_rng(0).standard_normal((64, 6, 6, 3)).astype(np.float32)
+    data = tf.data.Dataset.from_tensor_slices((x, np.arange(64) % 5)).batch(16)
+    reference, backup = str(tmp_path / "start.npz"), str(tmp_path / "backup")
+
+    def fit(callbacks):
+        tf.keras.utils.set_random_seed(0)  # the same initial weights in both processes
+        model = binary_model()
+        model.compile(tf.keras.optimizers.SGD(1.0),
+                      tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        flips = FlipRate(reference_path=reference)
+        history = tf.keras.callbacks.History()
+        try:
+            model.fit(data, epochs=2, verbose=0, callbacks=[
+                flips, tf.keras.callbacks.BackupAndRestore(backup), *callbacks, history])
+        except KeyboardInterrupt:
+            pass
+        return model, flips, history
+
+    _, first, _ = fit([Interrupt()])  # killed after epoch 1, its checkpoint saved
+    after_epoch_1 = first._previous
+    start = first._start
+    model, _, history = fit([])  # resumed: epoch 2 only
+    assert history.epoch == [1]
+    now = binary_signs(model)
+    since_restore = np.mean(now["bconv"] != after_epoch_1["bconv"])
+    since_start = np.mean(now["bconv"] != start["bconv"])
+    assert abs(since_start - since_restore) > 0.02  # the two readings differ here
+    assert history.history["flip_rate"][0] == pytest.approx(since_restore)
+    assert history.history["flip_rate_total"][0] == pytest.approx(since_start)
 
 
 @pytest.mark.parametrize("alpha", [0.0, 2.0])

@@ -120,6 +120,26 @@ def test_interrupted_run_resumes(tmp_path):
     assert again.returncode == 0 and "complete run" in again.stdout
 
 
+def test_logs_without_their_checkpoint_are_set_aside_not_appended_to(tmp_path, capsys):
+    """A run folder with logs but no `backup/` (copied without its checkpoint):
+    the run starts again from epoch 0 and its log holds that run's epochs only; the
+    old logs are kept, byte for byte, in stale/1/."""
+    out = tmp_path / "run"
+    out.mkdir()
+    old_log = "epoch,accuracy,val_accuracy\n0,0.5,0.99\n1,0.6,0.98\n"
+    (out / "log.csv").write_text(old_log)
+    (out / "elapsed.json").write_text('{"seconds": 86400.0}')
+    metrics = training.run(training.TrainConfig(dataset="digits", model="resnet8", batch_size=32, epochs=1,
+                                                steps_per_epoch=5, validation_size=200, output_dir=str(out),
+                                                verbose=0))
+    assert [int(r["epoch"]) for r in _log(str(out))] == [0]
+    assert (out / "stale" / "1" / "log.csv").read_text() == old_log
+    assert (out / "stale" / "1" / "elapsed.json").exists()
+    assert metrics["wall_time_s"] < 86400  # not counting the stale run's time
+    assert metrics["best_val_accuracy"] < 0.99  # nor selecting its epochs
+    assert "stale" in capsys.readouterr().out
+
+
 def test_epochs_zero_evaluates_the_pretrained_model(tmp_path):
     """`--epochs 0 --pretrained M`: an evaluate-only run with M's test metrics."""
     first = str(tmp_path / "first")
@@ -179,6 +199,35 @@ def test_lr_schedules():
     assert [training.lr_at(step, e) for e in (0, 29, 30, 60, 119)] == pytest.approx([0.01, 0.01, 1e-3, 1e-4, 1e-5])
     cosine = training.TrainConfig(lr=0.1, lr_schedule="cosine", epochs=10)
     assert training.lr_at(cosine, 0) == pytest.approx(0.1) and training.lr_at(cosine, 5) == pytest.approx(0.05)
+
+
+@pytest.mark.parametrize("name", ["resnet20", "resnet20_lns"])
+def test_fit_traces_its_step_once_with_the_optimizer_state_keras_would_build(name):
+    """`build_compiled` creates the optimizer's slots and the metrics' variables
+    before `fit`: its training step is traced once (twice without), and the slots
+    are the ones Keras builds itself, in the same order (checkpoints load alike)."""
+    from lns_larq.keras_utils import build_compiled
+
+    def compiled():
+        tf.keras.utils.set_random_seed(0)
+        model = models.get(name, stages=(4, 8, 8), blocks=1)
+        model.compile(tf.keras.optimizers.Adam(1e-3),
+                      tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True), ["accuracy"])
+        return model
+
+    x = np.random.default_rng(0).standard_normal((8, 32, 32, 3)).astype(np.float32)
+    data = tf.data.Dataset.from_tensor_slices((x, np.arange(8) % 10)).batch(4)
+    lazy, built = compiled(), compiled()
+    build_compiled(built, data)
+    for model in (lazy, built):
+        model.fit(data, epochs=1, verbose=0)
+    assert lazy.train_function.experimental_get_tracing_count() == 2  # what build_compiled saves
+    assert built.train_function.experimental_get_tracing_count() == 1
+    assert [(v.name, v.shape) for v in built.optimizer.variables] == [
+        (v.name, v.shape) for v in lazy.optimizer.variables]
+    # The same start, the same steps: the same weights.
+    for a, b in zip(lazy.get_weights(), built.get_weights()):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_pretrained_weights_into_lns_variant(tmp_path):
