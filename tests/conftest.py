@@ -100,3 +100,38 @@ def pytest_collection_modifyitems(config, items):
         elif item.module.__name__.rsplit(".", 1)[-1] in _SHARED_MODULE_FIXTURES:
             item.add_marker(pytest.mark.xdist_group(item.module.__name__))
     items[:] = sorted(items, key=_start_rank)  # stable: the rest keep their order
+
+
+
+
+class _GroupsReachXdist:
+    """Finds the tests whose xdist group did not reach xdist's loadgroup scheduler.
+
+    The scheduler sees a test's group only as an "@<group>" suffix that xdist's
+    worker adds to its node id; where the suffix is lost (pytest-xdist 3.8 on pytest
+    9.2, pytest-dev/pytest-xdist#1386), nothing fails by itself, but each worker
+    builds the shared fixtures itself, minutes of the suite's time.
+    """
+
+    lost = []
+
+    @pytest.hookimpl(trylast=True)  # after xdist's worker has added the suffixes
+    def pytest_collection_modifyitems(self, config, items):
+        if getattr(config.option, "loadgroup", False):  # a worker of --dist loadgroup
+            self.lost = [item.nodeid for item in items
+                         if any(item.iter_markers("xdist_group")) and "@" not in item.nodeid]
+
+
+_GROUPS = _GroupsReachXdist()
+
+
+def pytest_configure(config):
+    config.pluginmanager.register(_GROUPS, "groups_reach_xdist")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _xdist_groups_work():
+    # Session-scoped and autouse: checked before any shared fixture is built.
+    if _GROUPS.lost:
+        pytest.fail(f"pytest-xdist's --dist loadgroup ignored the xdist_group of {len(_GROUPS.lost)} tests "
+                    f"(e.g. {_GROUPS.lost[0]}); install the pytest that requirements.txt pins", pytrace=False)
