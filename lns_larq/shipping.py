@@ -21,7 +21,7 @@ import tensorflow as tf
 from lns_larq import export, models, pretrained
 from lns_larq.quantizers import lns_layers
 
-__all__ = ["save"]
+__all__ = ["save", "write_manifest"]
 
 
 def save(model: tf.keras.Model, name: str, weights: str, quantizer: str, images: np.ndarray, labels: np.ndarray,
@@ -63,13 +63,21 @@ def save(model: tf.keras.Model, name: str, weights: str, quantizer: str, images:
     )
     manifest = pretrained.read_manifest(directory)
     manifest[f"{name}/{weights}"] = dataclasses.asdict(item)
+    write_manifest(directory, manifest)
+    if directory == pretrained.WEIGHTS_DIR:
+        pretrained.register(name, weights, item)
+    return item
+
+
+def write_manifest(directory: str, manifest: dict) -> None:
+    """Write `manifest` (`{"<name>/<weights>": entry}`, as `pretrained.read_manifest`
+    gives it) to `directory/manifest.json`, and `directory/README.md`, which says
+    what each file is; e.g. to move an entry measured by `save` into another
+    directory together with its file."""
     with open(os.path.join(directory, pretrained.MANIFEST), "w") as f:
         json.dump(manifest, f, indent=2, sort_keys=True)
         f.write("\n")
     _write_readme(directory, manifest)
-    if directory == pretrained.WEIGHTS_DIR:
-        pretrained.register(name, weights, item)
-    return item
 
 
 def _write_readme(directory, manifest):

@@ -27,6 +27,8 @@ flags.DEFINE_string("data_path", os.path.join(ROOT, "..", "shared", "data", "cif
                     "The CIFAR-10 copy the run trained on (its test split measures the weights).")
 flags.DEFINE_enum("checkpoint", "model.keras", ["model.keras", "best.keras"],
                   "model.keras (the last epoch) or best.keras (the best validation epoch).")
+flags.DEFINE_string("directory", None, "Where the weights file and its manifest entry go (default: the package's "
+                    "lns_larq/weights, so that models.get loads them); another folder keeps a candidate aside.")
 flags.mark_flags_as_required(["run", "name"])
 
 
@@ -61,7 +63,7 @@ def main(argv):
     item = shipping.save(
         model, FLAGS.name, FLAGS.weights, config["quantizer"], arrays.x_test, arrays.y_test,
         data=description, command=_relative(metrics["command"]) + f"  # {FLAGS.checkpoint}",
-        holdout=holdout,
+        holdout=holdout, **({"directory": FLAGS.directory} if FLAGS.directory else {}),
     )
     print(f"{FLAGS.name} (weights={FLAGS.weights!r}): {item.file}, "
           f"{os.path.getsize(item.path) / 1024:.0f} KiB, test accuracy {100 * item.test_accuracy:.2f} % "
