@@ -448,11 +448,15 @@ def _grad_ratios(model, layers, sample):
         ce = tf.reduce_mean(tf.keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True))
         aux = [layer.kernel_quantizer.auxiliary_loss(tf.convert_to_tensor(layer.kernel.latent_variable))
                for layer in layers]
+    # One backward pass of the cross-entropy for every layer's theta, not one per
+    # layer (18 eager passes through ResNet-20: 8.5 s at each epoch's end instead of
+    # 1.1-1.6 s, the same ratios to the bit, AMD EPYC beside a campaign); each
+    # auxiliary loss depends on its own layer alone.
+    g_ce_all = tape.gradient(ce, thetas)
     ratios = []
-    for theta, aux_loss in zip(thetas, aux):
-        g_ce = tf.linalg.global_norm(tape.gradient(ce, theta))
+    for theta, g_ce, aux_loss in zip(thetas, g_ce_all, aux):
         g_aux = tf.linalg.global_norm(tape.gradient(aux_loss, theta))
-        ratios.append(float(g_aux / (g_ce + 1e-30)))
+        ratios.append(float(g_aux / (tf.linalg.global_norm(g_ce) + 1e-30)))
     del tape
     return ratios
 

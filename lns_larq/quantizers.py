@@ -150,10 +150,11 @@ def mapping_network(kind: str, filter_shape: tuple[int, int, int], width: float 
     r"""The mapping \(f_\theta\) of one layer, a Keras model from filters to filters.
 
     Input and output are batches of filters seen as images, `(n, kh, kw, c_in)`.
-    The hidden width is `width` times the input's size, times \(\max(1, n / c_{in})\)
-    for a layer of `filters` \(= n\) filters: one mapping fits all \(n\) filters of its
-    layer, so a conv that widens (\(n = 2c_{in}\), the stride-2 convs of ResNet)
-    gets the same capacity per filter as one that does not (`docs/design.md`).
+    The hidden width is `width` times the input's size, times
+    \(\min(2, \max(1, n / c_{in}))\) for a layer of `filters` \(= n\) filters: one
+    mapping fits all \(n\) filters of its layer, so a conv that widens (\(n = 2c_{in}\),
+    the stride-2 convs of ResNet) gets the same capacity per filter as one that does
+    not (`docs/design.md`).
 
     - `"conv3"` (the paper's): three 3x3 convs, c -> hc -> hc -> c, padding "same",
       each hidden conv followed by `LayerNormalization` over the filter's axes and
@@ -173,7 +174,10 @@ def mapping_network(kind: str, filter_shape: tuple[int, int, int], width: float 
     ```
     """
     kh, kw, c = (int(d) for d in filter_shape)
-    width = width * max(1.0, int(filters or c) / c)
+    # At most 2, the ratio the widening was measured on (ResNet's stride-2 convs).
+    # Uncapped, AlexNet's fc6 and fc7 (n = 16 c_in) got 642 M mapping weights each
+    # at width 2, ten times AlexNet itself: the hidden conv grows with the square.
+    width = width * min(2.0, max(1.0, int(filters or c) / c))
     layers = tf.keras.layers
     reg = tf.keras.regularizers.L2(decay) if decay else None
     last_init = "zeros" if zero_last else "glorot_uniform"
@@ -218,7 +222,7 @@ LNS_OPTIONS = (
            shorthand="rho"),
     Option("bound", "tanh", "Output bound of the mapping.", choices=("tanh", "hardtanh")),
     Option("width", 2.0, "Hidden width of the mapping relative to its input (paper: 2), times c_out / c_in "
-           "where a conv widens.", above=0, aliases=("mapping_width",)),
+           "(at most 2) where a conv widens.", above=0, aliases=("mapping_width",)),
     Option("decay", 0.0, "L2 weight decay on the mapping's kernels (theta).", lower=0,
            aliases=("mapping_decay",)),
     Option("gated", False, "Gated mapping z = W_n (1 + f(W_n)), its last layer at zero, instead of "
@@ -302,7 +306,7 @@ class LNSQuantizer(lq.quantizers._BaseQuantizer):
         rho_neg: \(P(\tilde q=+1 \mid q=-1)\); defaults to `rho_pos`.
         bound: `"tanh"` (default) or `"hardtanh"`.
         width: Hidden width of the mapping relative to its input (paper: 2), times
-            c_out / c_in where a conv widens (see `mapping_network`).
+            c_out / c_in (at most 2) where a conv widens (see `mapping_network`).
         decay: L2 weight decay on the mapping's kernels (0: none).
         gated: The gated form above instead of the paper's \(z = f_\theta(W_n)\).
         loss_input: `"preactivation"` (Eq. 15 on \(z\), default) or `"output"`

@@ -94,4 +94,7 @@ def test_mapping_capacity_per_filter_follows_the_filter_count():
         return mapping_network("conv3", (3, 3, c_in), width=2.0, filters=filters).layers[0].filters
 
     assert hidden(16) == 32 and hidden(32) == 64 and hidden(8) == 32
+    # At most twice: a layer with 16x the filters (AlexNet's fc6 and fc7) would
+    # otherwise get a hidden conv 256x the size.
+    assert hidden(24) == 48 and hidden(256) == 64
     assert mapping_network("mlp", (3, 3, 16), width=2.0, filters=32).layers[1].units == 2 * 2 * 144
