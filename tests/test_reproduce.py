@@ -18,11 +18,15 @@ def _rows(path):
         return list(csv.DictReader(f))
 
 
-def test_tiny_campaign_every_arm_resume_and_skip(tmp_path):
-    runs = str(tmp_path / "runs")
+@pytest.fixture(scope="module")
+def tiny_campaign(tmp_path_factory):
+    """A tiny campaign on the digits, killed inside its fine-tuning arm after that
+    arm's first epoch, then run again to the end with the same command. The sweep
+    test reuses its runs (a baseline and the finetune reference) instead of
+    training its own: both tests share an xdist group."""
+    runs = str(tmp_path_factory.mktemp("tiny_campaign") / "runs")
     command = [sys.executable, REPRODUCE, "--protocol", "tiny", "--dataset", "digits", "--runs_dir", runs,
                "--baseline_seeds", "2"]
-    # Interrupt the campaign inside the fine-tuning arm, after its first epoch.
     proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     log = os.path.join(runs, "dorefa", "seed0", "finetune", "log.csv")
@@ -33,9 +37,15 @@ def test_tiny_campaign_every_arm_resume_and_skip(tmp_path):
             break
         time.sleep(0.05)
     proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the campaign was not interrupted inside the finetune arm"
+    resumed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=1200)
+    return dict(runs=runs, command=command, killed=proc.returncode, resumed=resumed)
 
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=1200)
+
+@pytest.mark.xdist_group("tiny_campaign")
+def test_tiny_campaign_every_arm_resume_and_skip(tiny_campaign):
+    runs, command, result = tiny_campaign["runs"], tiny_campaign["command"], tiny_campaign["resumed"]
+    log = os.path.join(runs, "dorefa", "seed0", "finetune", "log.csv")
+    assert tiny_campaign["killed"] == -signal.SIGKILL, "the campaign was not interrupted inside the finetune arm"
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "complete, skipped" in result.stdout  # the baseline was not trained again
     with open(os.path.join(runs, "dorefa", "seed0", "finetune", "metrics.json")) as f:
@@ -108,29 +118,28 @@ def test_sweep_dry_run_lists_the_grid(tmp_path):
     assert bad.returncode != 0 and "--sweep must be" in bad.stderr
 
 
-def test_tiny_sweep_writes_csv_and_figure(tmp_path):
+@pytest.mark.xdist_group("tiny_campaign")
+def test_tiny_sweep_writes_csv_and_figure(tiny_campaign, tmp_path):
     """A real (tiny) rho sweep on the validation hold-out: CSV, Fig. 5 analogue and
-    the plain fine-tuning reference the figure draws."""
+    the plain fine-tuning reference the figure draws (the tiny campaign's baseline
+    and finetune run; the sweep trains its two points)."""
+    runs = tiny_campaign["runs"]
     results = tmp_path / "results"
-    arms = subprocess.run(
-        [sys.executable, REPRODUCE, "--protocol", "tiny", "--dataset", "digits", "--runs_dir", str(tmp_path),
-         "--results_dir", str(results), "--arms", "baseline,finetune", "--validation_size", "200"],
-        cwd=ROOT, capture_output=True, text=True, timeout=1200)
-    assert arms.returncode == 0, arms.stdout[-2000:] + arms.stderr[-2000:]
     result = subprocess.run(
-        [sys.executable, REPRODUCE, "--protocol", "tiny", "--dataset", "digits", "--runs_dir", str(tmp_path),
+        [sys.executable, REPRODUCE, "--protocol", "tiny", "--dataset", "digits", "--runs_dir", runs,
          "--results_dir", str(results), "--sweep", "rho=0,0.05", "--validation_size", "200"],
         cwd=ROOT, capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert result.stdout.count("complete, skipped") == 1  # the baseline it fine-tunes, not trained again
     rows = _rows(results / "sweep_rho.csv")
     assert [float(r["rho"]) for r in rows] == [0.0, 0.05]
     assert os.path.getsize(results / "sweep_rho.png") > 1000
-    with open(tmp_path / "dorefa" / "seed0" / "lns_rho0.05" / "metrics.json") as f:
+    with open(os.path.join(runs, "dorefa", "seed0", "lns_rho0.05", "metrics.json")) as f:
         metrics = json.load(f)
     assert metrics["validation"] == "holdout" and metrics["config"]["rho_pos"] == 0.05
     # The sweep reports percentages: 100 x the run's best validation accuracy (a fraction).
     assert float(rows[1]["val_accuracy_mean"]) == pytest.approx(100 * metrics["best_val_accuracy"], abs=1e-4)
-    with open(tmp_path / "dorefa" / "seed0" / "finetune" / "metrics.json") as f:
+    with open(os.path.join(runs, "dorefa", "seed0", "finetune", "metrics.json")) as f:
         finetune = json.load(f)
     assert f"finetune reference: {100 * finetune['best_val_accuracy']:.2f} (mean over 1 seed)" in result.stdout
 
