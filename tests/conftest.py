@@ -74,29 +74,21 @@ _SHARED_MODULE_FIXTURES = ("test_bonn", "test_evaluate", "test_export")
 
 # The longest work goes first (pyproject.toml's --no-loadscope-reorder keeps this
 # order): the baseline's group (its fixture and three tests, the longest unit), then
-# the longest single tests and groups (idle durations of 2026-12-04, 30-105 s), so
-# that no worker starts one of them while the other is about to run out of work.
-# Names without parameters stand for every parametrization. The rest keep their
-# collection order.
+# the longest single tests, so that no worker starts one of them while the other is
+# about to run out of work. The rest keep their collection order.
 _LONG_FIRST = (
     "test_reproduce.py::test_tiny_campaign_every_arm_resume_and_skip",
     "test_reproduce.py::test_tiny_sweep_writes_csv_and_figure",
-    "test_export.py::test_alexnet_at_224_exports_every_binary_layer_as_lce_bconv",  # the export group
     "test_distribute.py::test_mirrored_fit_checkpoints_and_resumes",
-    "test_imagenet.py::test_lnsify_larq_zoo_model_trains_and_exports",
-    "test_bonn.py::test_resnet20_bonn_from_registry_exports_every_binary_conv_to_lce",  # the BONN group
-    "test_warm_start.py::test_default_warm_start_reproduces_the_pretrained_network",
-    "test_benchmark.py::test_benchmark_times_every_step_and_writes_the_table_as_json",
-    "test_imagenet.py::test_resnet18_bireal_lns_forward_and_backward_at_224",
     "test_distribute.py::test_multi_worker_fit_only_the_chief_writes_and_resumes",
-    "test_warm_start.py::test_stop_at_one_minus_rho_leaves_the_stride_2_convs_behind",
+    "test_lns.py::test_controlled_task_default_mapping_corrects_flips_and_gated_does_not",
 )
 
 
 def _start_rank(item):
     if "trained_baseline" in getattr(item, "fixturenames", ()):
         return 0
-    name = item.nodeid.rsplit("/", 1)[-1].split("[", 1)[0]
+    name = item.nodeid.rsplit("/", 1)[-1]
     return 1 + _LONG_FIRST.index(name) if name in _LONG_FIRST else 1 + len(_LONG_FIRST)
 
 
