@@ -217,10 +217,11 @@ def channel_stats(x, chunk=2500):
     """Per-channel mean and std of images in [0, 255], without a float copy.
 
     For uint8 images (every loader's), from each channel's histogram of the 256
-    values: the sums are exact integers, so the result is the float64 sums' to the
-    bit, 14x faster (0.2 s instead of 2.8 s on CIFAR-10's 50,000 images, AMD EPYC).
+    values, whose sums are exact integers: the float64 sums' result to the bit.
     """
     channels = x.shape[-1]
+    # Histograms: 0.2 s instead of 2.8 s for float64 sums over CIFAR-10's 50,000
+    # training images (AMD EPYC Zen 4), paid by every CIFAR-10 run.
     if x.dtype == np.uint8:
         counts = np.zeros((channels, 256), np.int64)
         for i in range(0, len(x), chunk):

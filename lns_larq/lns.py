@@ -450,8 +450,8 @@ def _grad_ratios(model, layers, sample):
                for layer in layers]
     # One backward pass of the cross-entropy for every layer's theta, not one per
     # layer (18 eager passes through ResNet-20: 8.5 s at each epoch's end instead of
-    # 1.1-1.6 s, the same ratios to the bit, AMD EPYC beside a campaign); each
-    # auxiliary loss depends on its own layer alone.
+    # 1.1-1.6 s, the same ratios to the bit; AMD EPYC Zen 4, oneDNN on, beside a
+    # campaign); each auxiliary loss depends on its own layer alone.
     g_ce_all = tape.gradient(ce, thetas)
     ratios = []
     for theta, g_ce, aux_loss in zip(thetas, g_ce_all, aux):
