@@ -9,7 +9,8 @@ campaigns/issue20.sh runs it after each long LNS run, while that run's best.kera
 1.3 MB candidate is. It replaces the candidate only when a run beats it on the
 hold-out; the test split plays no part in the choice. `--promote` moves the
 candidate's file and manifest entry (its figures, measured by
-lns_larq.shipping.save on the test split and the hold-out) into the package.
+lns_larq.shipping.save on the test split and the hold-out) into the package, with
+its difference to the shipped `resnet20` it was fine-tuned from.
 """
 
 import glob
@@ -22,6 +23,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CANDIDATE = os.path.join("campaigns", "long", "shipped")
 KEY = "resnet20_lns/cifar10"
+BASELINE = "resnet20/cifar10"
 
 
 def shipped_run(directory):
@@ -54,9 +56,14 @@ def promote():
     shutil.copy(os.path.join(CANDIDATE, entry["file"]), os.path.join(pretrained.WEIGHTS_DIR, entry["file"]))
     manifest = pretrained.read_manifest(pretrained.WEIGHTS_DIR)
     manifest[KEY] = entry
+    # Every run of the campaign fine-tunes the shipped baseline, whose figures the
+    # manifest holds beside it.
+    shipping.state_difference(manifest, KEY, BASELINE)
     shipping.write_manifest(pretrained.WEIGHTS_DIR, manifest)
+    difference = manifest[KEY]["difference"]
     print(f"shipped {KEY} from {shipped_run(CANDIDATE)}: test {100 * entry['test_accuracy']:.2f} %, "
-          f"hold-out {100 * entry['holdout_accuracy']:.2f} %")
+          f"hold-out {100 * entry['holdout_accuracy']:.2f} % ({100 * difference['test_accuracy']:+.2f} and "
+          f"{100 * difference['holdout_accuracy']:+.2f} points to {BASELINE})")
 
 
 if __name__ == "__main__":

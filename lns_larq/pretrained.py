@@ -45,6 +45,10 @@ class Pretrained:
         command: The command that produced the weights.
         holdout_accuracy: Top-1 accuracy on the training images the run held out
             to select its epoch (a fraction), or None without a hold-out.
+        difference: For weights fine-tuned from another shipped entry, that
+            entry's key (`"to"`) and this entry's test and hold-out accuracy minus
+            its (`"test_accuracy"`, `"holdout_accuracy"`, fractions), stated even
+            when negative (`lns_larq.shipping.state_difference`); else None.
     """
 
     file: str
@@ -55,6 +59,7 @@ class Pretrained:
     data: str
     command: str
     holdout_accuracy: float | None = None
+    difference: dict | None = None
 
     @property
     def path(self) -> str:

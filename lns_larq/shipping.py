@@ -21,7 +21,7 @@ import tensorflow as tf
 from lns_larq import export, models, pretrained
 from lns_larq.quantizers import lns_layers
 
-__all__ = ["save", "write_manifest"]
+__all__ = ["save", "state_difference", "write_manifest"]
 
 
 def save(model: tf.keras.Model, name: str, weights: str, quantizer: str, images: np.ndarray, labels: np.ndarray,
@@ -69,6 +69,21 @@ def save(model: tf.keras.Model, name: str, weights: str, quantizer: str, images:
     return item
 
 
+def state_difference(manifest: dict, key: str, to: str) -> dict:
+    """`manifest` with entry `key`'s `difference` to entry `to` set: its test and
+    hold-out accuracy minus `to`'s, e.g. the LNS weights against the baseline they
+    were fine-tuned from (issue 20: stated even when negative)."""
+    entry, base = manifest[key], manifest[to]
+    # Both figures count images of the same splits, so the difference is a whole
+    # number of images; rounding removes float noise only.
+    entry["difference"] = {"to": to, **{
+        figure: None if entry.get(figure) is None or base.get(figure) is None
+        else round(entry[figure] - base[figure], 6)
+        for figure in ("test_accuracy", "holdout_accuracy")
+    }}
+    return manifest
+
+
 def write_manifest(directory: str, manifest: dict) -> None:
     """Write `manifest` (`{"<name>/<weights>": entry}`, as `pretrained.read_manifest`
     gives it) to `directory/manifest.json`, and `directory/README.md`, which says
@@ -90,15 +105,27 @@ def _write_readme(directory, manifest):
         "(`lns_larq/pretrained.py`). Inputs: `lns_larq.pretrained.preprocess(uint8_images)`.",
         "",
         "| model | weights | file | test accuracy % | hold-out accuracy % | first 1,000 test images % "
-        "| data | command |",
-        "|---|---|---|---|---|---|---|---|",
+        "| Δ to the weights it was fine-tuned from, points | data | command |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for key, item in sorted(manifest.items()):
         name, weights = key.split("/")
         lines.append(
             f"| `{name}` | `{weights}` | `{item['file']}` | {100 * item['test_accuracy']:.2f} | "
-            + (f"{100 * item['holdout_accuracy']:.2f}" if item.get("holdout_accuracy") is not None else "–")
-            + f" | {100 * item['first_1000_accuracy']:.1f} | {item['data']} | `{item['command']}` |"
+            + _percent(item.get("holdout_accuracy"), ".2f")
+            + f" | {100 * item['first_1000_accuracy']:.1f} | {_difference(item.get('difference'))} "
+            f"| {item['data']} | `{item['command']}` |"
         )
     with open(os.path.join(directory, "README.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
+
+
+def _percent(fraction, spec):
+    return "–" if fraction is None else f"{100 * fraction:{spec}}"
+
+
+def _difference(difference):
+    if not difference:
+        return "–"
+    return (f"`{difference['to']}`: test {_percent(difference['test_accuracy'], '+.2f')}, "
+            f"hold-out {_percent(difference['holdout_accuracy'], '+.2f')}")

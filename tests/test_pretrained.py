@@ -56,6 +56,30 @@ def test_lns_weights_are_its_own_binary_weights_not_the_baselines():
     assert 0 < differing < total  # fine-tuned from the baseline, and changed by it
 
 
+def test_the_lns_weights_state_their_difference_to_the_baseline_they_fine_tune():
+    """Issue 20: the manifest and its README give the shipped LNS weights' test and
+    hold-out accuracy minus the shipped baseline's, whatever its sign."""
+    manifest = pretrained.read_manifest(pretrained.WEIGHTS_DIR)
+    lns, base = manifest["resnet20_lns/cifar10"], manifest["resnet20/cifar10"]
+    difference = pretrained.entry("resnet20_lns", "cifar10").difference
+    assert difference["to"] == "resnet20/cifar10"
+    for figure in ("test_accuracy", "holdout_accuracy"):
+        # Fractions of 10,000 images: a stale or wrong figure is off by 1e-4 or more.
+        assert difference[figure] == pytest.approx(lns[figure] - base[figure], abs=1e-6)
+    with open(os.path.join(pretrained.WEIGHTS_DIR, "README.md")) as f:
+        row = next(line for line in f if line.startswith("| `resnet20_lns` |"))
+    assert (f"`resnet20/cifar10`: test {100 * difference['test_accuracy']:+.2f}, "
+            f"hold-out {100 * difference['holdout_accuracy']:+.2f}") in row
+
+
+def test_state_difference_subtracts_the_base_entry_and_keeps_a_missing_figure_missing():
+    manifest = {"a/x": dict(test_accuracy=0.7795, holdout_accuracy=0.7862),
+                "b/x": dict(test_accuracy=0.7806, holdout_accuracy=None)}
+    shipping.state_difference(manifest, "a/x", "b/x")
+    assert manifest["a/x"]["difference"] == {"to": "b/x", "test_accuracy": -0.0011, "holdout_accuracy": None}
+    assert "difference" not in manifest["b/x"]
+
+
 def test_shipped_files_fit_the_size_budget():
     size = sum(os.path.getsize(pretrained.entry(*key).path) for key in SHIPPED)
     assert size <= 5 * 1024 * 1024
