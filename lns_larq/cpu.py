@@ -90,7 +90,13 @@ def onednn_enabled():
 
 
 def describe():
-    """One line for a report: model, cores, AVX-512 or not, oneDNN on or off."""
+    """One line for a report: model, cores, AVX-512 or not, oneDNN on or off, and
+    the instruction set oneDNN is capped at, if `ONEDNN_MAX_CPU_ISA` caps it (e.g.
+    `AVX2` on an AVX-512 CPU, to time oneDNN's code for AVX2-only CPUs)."""
     avx = "AVX-512" if has_avx512() else "no AVX-512"
     onednn = "on" if onednn_enabled() else "off"
-    return f"{model_name()}, {avx}, {cores()} cores, oneDNN {onednn}"
+    line = f"{model_name()}, {avx}, {cores()} cores, oneDNN {onednn}"
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip()
+    if cap and cap.upper() != "ALL" and onednn == "on":
+        line += f" (its ISA capped at {cap} by ONEDNN_MAX_CPU_ISA)"
+    return line

@@ -101,3 +101,14 @@ def test_cpu_description_names_model_cores_and_onednn():
     assert f"{cpu.cores()} cores" in line
     assert line.endswith("oneDNN on" if cpu.onednn_enabled() else "oneDNN off")
     assert cpu.cores() >= 1
+
+
+def test_cpu_description_names_a_onednn_isa_cap(monkeypatch):
+    # A figure measured with oneDNN held to AVX2 on an AVX-512 CPU must say so.
+    from lns_larq import cpu
+
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    line = cpu.describe()
+    assert line.endswith("(its ISA capped at AVX2 by ONEDNN_MAX_CPU_ISA)") == cpu.onednn_enabled()
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "ALL")  # oneDNN's default: no cap
+    assert "capped" not in cpu.describe()
