@@ -71,3 +71,20 @@ def test_bad_input_is_one_line(tmp_path):
         assert process.returncode != 0 and "Traceback" not in stderr
         assert stderr.strip().splitlines()[-1].startswith(message), stderr[-2000:]
     assert not (tmp_path / "no.json").exists()
+
+
+def test_mapping_conv_formulations_compute_the_same_conv():
+    """train/benchmark_mapping_conv.py's two padding-free formulations are the same
+    3x3 "same" conv as tf.nn.conv2d: same gradients through three convs."""
+    sys.path.insert(0, os.path.join(ROOT, "train"))
+    try:
+        import benchmark_mapping_conv
+    finally:
+        sys.path.remove(os.path.join(ROOT, "train"))
+    results = benchmark_mapping_conv.measure(filters=4, channels=3, hidden=5, rounds=1)
+    assert set(results) == {"conv", "dense", "taps"}
+    assert results["taps"]["macs"] == 49 and results["dense"]["macs"] == 81
+    for r in results.values():
+        # float32 sums of at most 9 x 5 products in another order: ~1e-7 relative; a
+        # tap in the wrong place is off by tens of percent.
+        assert r["gradient_difference"] < 1e-5 and r["median_s"] > 0
