@@ -72,7 +72,7 @@ def save(model: tf.keras.Model, name: str, weights: str, quantizer: str, images:
 def state_difference(manifest: dict, key: str, to: str) -> dict:
     """`manifest` with entry `key`'s `difference` to entry `to` set: its test and
     hold-out accuracy minus `to`'s, e.g. the LNS weights against the baseline they
-    were fine-tuned from (issue 20: stated even when negative)."""
+    were fine-tuned from, stated whatever its sign."""
     entry, base = manifest[key], manifest[to]
     # Both figures count images of the same splits, so the difference is a whole
     # number of images; rounding removes float noise only.
