@@ -9,15 +9,30 @@ from cli import fail
 
 fail("--model_path runs/x/model.keras: no such file")  # export.py: error: --model_path ...
 ```
+
+`model_file` is the check that `evaluate.py` and `export.py` make of their
+positional arguments and `--model_path` before anything else.
 """
 
 import os
 import sys
 from typing import NoReturn
 
-__all__ = ["fail"]
+__all__ = ["fail", "model_file"]
 
 
 def fail(message: str) -> NoReturn:
     """Exit with status 1, printing `<script>: error: <message>` to stderr."""
     sys.exit(f"{os.path.basename(sys.argv[0])}: error: {message}")
+
+
+def model_file(argv, model_path) -> str:
+    """`model_path` if `argv` has no stray positional argument and `model_path` names a
+    file; otherwise `fail` with the problem (checked before TensorFlow loads)."""
+    if len(argv) > 1:
+        fail(f"unexpected arguments {argv[1:]}")
+    if not model_path:
+        fail("--model_path is required")
+    if not os.path.isfile(model_path):
+        fail(f"--model_path {model_path}: no such file")
+    return model_path

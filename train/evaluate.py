@@ -19,7 +19,7 @@ import os
 
 from absl import app, flags, logging
 
-from cli import fail
+from cli import fail, model_file
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_path", None, "Saved Keras model (.keras or .h5), e.g. runs/<run>/model.keras.")
@@ -57,12 +57,7 @@ def data_description():
 
 def main(argv):
     logging.set_verbosity(logging.ERROR)
-    if len(argv) > 1:
-        fail(f"unexpected arguments {argv[1:]}")
-    if not FLAGS.model_path:
-        fail("--model_path is required")
-    if not os.path.isfile(FLAGS.model_path):  # checked before TensorFlow loads: fail fast
-        fail(f"--model_path {FLAGS.model_path}: no such file")
+    model_file(argv, FLAGS.model_path)  # before TensorFlow loads: fail fast
     if FLAGS.dataset == "digits" and FLAGS.data_path:
         fail("--data_path is for CIFAR-10; the digits demo is bundled")
     model_path = os.path.abspath(FLAGS.model_path)

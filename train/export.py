@@ -16,7 +16,7 @@ import os
 
 from absl import app, flags, logging
 
-from cli import fail
+from cli import fail, model_file
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -47,12 +47,7 @@ def run_config(model_path):
 
 def main(argv):
     logging.set_verbosity(logging.ERROR)
-    if len(argv) > 1:
-        fail(f"unexpected arguments {argv[1:]}")
-    if not FLAGS.model_path:
-        fail("--model_path is required")
-    if not os.path.isfile(FLAGS.model_path):  # checked before TensorFlow loads: fail fast
-        fail(f"--model_path {FLAGS.model_path}: no such file")
+    model_file(argv, FLAGS.model_path)  # before TensorFlow loads: fail fast
     output = FLAGS.output or os.path.splitext(FLAGS.model_path)[0] + ".tflite"
     float_output = FLAGS.float_output
     if float_output is None:
