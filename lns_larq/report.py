@@ -5,6 +5,10 @@
   mean ± std over seeds, and each arm's paired difference to `finetune` (same seed,
   same baseline) with its 95 % t-interval (`lns_larq.stats.t_interval`);
 - `write_results`: `results.csv` (one row per run) and `results.md`;
+- `baseline_comparison`: the arms' paired differences to `finetune` from this
+  campaign's baseline and from another campaign's (`read_results_csv`), and the
+  difference between the two with Welch's 95 % interval (`lns_larq.stats.welch_interval`):
+  does an arm's gain depend on the baseline it fine-tunes?
 - `sweep_csv`, `sweep_figure`: an alpha or rho sweep's points;
 - `curves_figure` (the paper's Fig. 3 analogue) and `flip_heatmap`.
 
@@ -24,12 +28,15 @@ import json
 import os
 
 from lns_larq.protocols import PROTOCOLS
-from lns_larq.stats import mean_std, t_interval
+from lns_larq.stats import mean_std, t_interval, welch_interval
 
 __all__ = [
+    "baseline_comparison",
     "curves_figure",
     "data_label",
     "flip_heatmap",
+    "paired_differences",
+    "read_results_csv",
     "read_run",
     "results_table",
     "run_row",
@@ -95,6 +102,39 @@ def results_rows(folders: dict, root: str) -> list[dict]:
             for (quantizer, arm), outs in folders.items() for out in outs]
 
 
+def read_results_csv(path: str) -> list[dict]:
+    """The rows of a campaign's `results.csv` (written by `write_results`), with
+    `seed` an int and `accuracy` a float, as `results_rows` gives them.
+
+    # Raises
+        ValueError: if the file lacks one of those columns, or `quantizer` and `arm`.
+    """
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        missing = {"quantizer", "arm", "seed", "accuracy"} - set(reader.fieldnames or ())
+        if missing:
+            raise ValueError(f"{path} has no column {', '.join(sorted(missing))}")
+        rows = list(reader)
+    for row in rows:
+        row["seed"], row["accuracy"] = int(row["seed"]), float(row["accuracy"])
+    return rows
+
+
+def paired_differences(rows: list[dict], quantizer: str, arm: str, reference: str = "finetune") -> list[float]:
+    """`arm`'s test accuracy minus `reference`'s, in points, one per seed both have
+    (the same seed fine-tuned the same baseline: a paired difference)."""
+    theirs = {r["seed"]: 100 * r["accuracy"] for r in rows if r["quantizer"] == quantizer and r["arm"] == reference}
+    return [100 * r["accuracy"] - theirs[r["seed"]] for r in rows
+            if r["quantizer"] == quantizer and r["arm"] == arm and r["seed"] in theirs]
+
+
+def _interval(mean: float, half: float, n: str) -> str:
+    """'+0.10 (-0.20, +0.40), n=3', or without the interval when it is nan."""
+    if half != half:
+        return f"{mean:+.2f}, {n} (no interval)"
+    return f"{mean:+.2f} ({mean - half:+.2f}, {mean + half:+.2f}), {n}"
+
+
 def results_table(rows: list[dict], folders: dict, protocol: str, data: str, holdout: int) -> list[str]:
     """The lines of `results.md`: the protocol, how accuracy is selected, and one table
     row per (quantizer, arm) of `folders` with runs in `rows` (see `results_rows`)."""
@@ -127,15 +167,10 @@ def results_table(rows: list[dict], folders: dict, protocol: str, data: str, hol
         mine = [r for r in rows if r["quantizer"] == quantizer and r["arm"] == arm]
         if not mine:
             continue
-        reference = {r["seed"]: 100 * r["accuracy"] for r in rows
-                     if r["quantizer"] == quantizer and r["arm"] == "finetune"}
-        diffs = [100 * r["accuracy"] - reference[r["seed"]] for r in mine if r["seed"] in reference]
-        if arm in ("baseline", "finetune") or not diffs:
-            delta = "–"
-        else:
-            d_mean, d_half = t_interval(diffs)
-            delta = (f"{d_mean:+.2f} ({d_mean - d_half:+.2f}, {d_mean + d_half:+.2f}), n={len(diffs)}"
-                     if len(diffs) > 1 else f"{d_mean:+.2f}, n=1 (no interval)")
+        diffs = paired_differences(rows, quantizer, arm)
+        delta = "–"
+        if arm not in ("baseline", "finetune") and diffs:
+            delta = _interval(*t_interval(diffs), f"n={len(diffs)}")
         warm = "–"
         if any(r["warmup_agreement"] is not None for r in mine):
             warm = (f"{fmt([r['warmup_agreement'] for r in mine])}, "
@@ -150,10 +185,48 @@ def results_table(rows: list[dict], folders: dict, protocol: str, data: str, hol
     return lines
 
 
+def baseline_comparison(rows: list[dict], other_rows: list[dict], other: str) -> list[str]:
+    """The lines of a section of `results.md`: each fine-tuning arm's paired difference
+    to `finetune` from this campaign's baseline (`rows`) and from another campaign's
+    (`other_rows`, named `other`), and the difference between the two (this minus
+    that) with its 95 % Welch interval. The seeds of the two campaigns share no
+    baseline, so the two sets of differences are independent samples."""
+
+    def baseline(rows, quantizer):
+        # The arms fine-tune the campaign's first baseline (reproduce.py lists it first).
+        mine = [r for r in rows if r["quantizer"] == quantizer and r["arm"] == "baseline"]
+        return f"seed {mine[0]['seed']}, {100 * mine[0]['accuracy']:.2f} %" if mine else "?"
+
+    lines = [
+        "## Does Δ to finetune depend on the baseline?",
+        "",
+        f"Each arm's Δ to finetune (paired by seed, 95 % t-interval) when it fine-tunes this campaign's "
+        f"baseline and when it fine-tunes {other}'s, and the difference between the two Δs (this minus "
+        "that; independent seeds, 95 % Welch interval). An interval that holds 0 finds no dependence.",
+        "",
+        "| quantizer | arm | baseline here | Δ here, points (95 % CI) | baseline there | Δ there | "
+        "difference, points (95 % Welch CI) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    arms = dict.fromkeys((r["quantizer"], r["arm"]) for r in rows if r["arm"] not in ("baseline", "finetune"))
+    for quantizer, arm in arms:
+        here, there = paired_differences(rows, quantizer, arm), paired_differences(other_rows, quantizer, arm)
+        if not here or not there:
+            continue
+        lines.append(
+            f"| {quantizer} | {arm} | {baseline(rows, quantizer)} | "
+            f"{_interval(*t_interval(here), f'n={len(here)}')} | {baseline(other_rows, quantizer)} | "
+            f"{_interval(*t_interval(there), f'n={len(there)}')} | "
+            f"{_interval(*welch_interval(here, there), f'n={len(here)} and {len(there)}')} |")
+    return lines
+
+
 def write_results(folders: dict, results_dir: str, root: str, protocol: str, data: str,
-                  holdout: int) -> tuple[list[dict], list[str]]:
+                  holdout: int, compare: tuple[str, list[dict]] | None = None) -> tuple[list[dict], list[str]]:
     """Write `results.csv` (one row per run) and `results.md` (`results_table`) of the
     runs of `folders` into `results_dir`; return the rows and the table's lines.
+    `compare`, another campaign's name and rows (`read_results_csv`), adds
+    `baseline_comparison`'s section.
 
     # Raises
         ValueError: if `folders` holds no run.
@@ -167,6 +240,8 @@ def write_results(folders: dict, results_dir: str, root: str, protocol: str, dat
         writer.writeheader()
         writer.writerows(rows)
     lines = results_table(rows, folders, protocol, data, holdout)
+    if compare:
+        lines += ["", *baseline_comparison(rows, compare[1], compare[0])]
     with open(os.path.join(results_dir, "results.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     return rows, lines

@@ -24,6 +24,36 @@ def test_t_interval_of_a_hand_computed_case():
     assert all(math.isnan(v) for v in stats.mean_std([])) and stats.mean_std([3.0]) == (3.0, 0.0)
 
 
+def test_welch_interval_of_a_hand_computed_case():
+    # a: mean 5.5, s^2 = 55/6, s^2/n = 0.91667; b: mean 1, s^2 = 1, s^2/n = 0.33333.
+    # Welch-Satterthwaite: 1.25^2 / (0.91667^2 / 9 + 0.33333^2 / 2) = 10.49 -> 10: t = 2.228.
+    diff, half = stats.welch_interval([float(i) for i in range(1, 11)], [0.0, 1.0, 2.0])
+    assert diff == 4.5 and half == pytest.approx(2.228 * math.sqrt(1.25))
+    # Fewer than 1 degree of freedom would have no quantile: the table's first, 12.706.
+    diff, half = stats.welch_interval([1.0, 2.0, 3.0, 4.0], [0.0, 2.0])
+    assert diff == 1.5 and half == pytest.approx(12.706 * math.sqrt(5 / 12 + 1))
+    assert math.isnan(stats.welch_interval([1.0, 2.0], [3.0])[1])
+    assert stats.welch_interval([1.0, 1.0], [0.0, 0.0]) == (1.0, 0.0)
+
+
+def test_baseline_comparison_sets_the_paired_differences_of_two_baselines_side_by_side():
+    def rows(seed_accuracies, baseline_seed):
+        return [dict(quantizer="dorefa", arm="baseline", seed=baseline_seed, accuracy=0.78)] + [
+            dict(quantizer="dorefa", arm=arm, seed=seed, accuracy=accuracy)
+            for arm, runs in seed_accuracies.items() for seed, accuracy in runs]
+
+    # Here lns - finetune is +1 and +2 points; there 0, -1 and +1 points; `lns_gated` is here only.
+    here = rows(dict(finetune=[(0, 0.70), (1, 0.72)], lns=[(0, 0.71), (1, 0.74)], lns_gated=[(0, 0.7)]), 1)
+    there = rows(dict(finetune=[(0, 0.70), (1, 0.72), (2, 0.70)], lns=[(0, 0.70), (1, 0.71), (2, 0.71)]), 0)
+    lines = report.baseline_comparison(here, there, "campaigns/short")
+    assert "campaigns/short's" in lines[2]
+    (line,) = [line for line in lines if line.startswith("| dorefa |")]  # no row without both sides
+    diff, half = stats.welch_interval([1.0, 2.0], [0.0, -1.0, 1.0])
+    assert diff == pytest.approx(1.5)
+    assert line == (f"| dorefa | lns | seed 1, 78.00 % | +1.50 (-4.85, +7.85), n=2 | seed 0, 78.00 % | "
+                    f"+0.00 (-2.48, +2.48), n=3 | +1.50 ({diff - half:+.2f}, {diff + half:+.2f}), n=2 and 3 |")
+
+
 def test_fit_args_of_an_lns_run():
     args = protocols.fit_args("short", "lns_gated", "xnor", 1, "runs/b/model.keras",
                               data_path="cifar.npz", alpha=0.5, rho=0.01)

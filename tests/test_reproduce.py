@@ -221,3 +221,47 @@ def test_baseline_seed_picks_the_baseline_the_arms_fine_tune(tmp_path):
     default = _dry_run("--protocol", "short", "--runs_dir", runs_dir, "--arms", "baseline,finetune", "--seeds", "1")
     assert {o["pretrained"] for out, o in default.items() if "pretrained" in o} == {
         os.path.join(runs_dir, "dorefa", "seed0", "baseline", "model.keras")}
+
+
+def _fake_run(out, seed, accuracy):
+    """A complete one-epoch run folder, as fit.py leaves it, of test accuracy `accuracy`."""
+    out.mkdir(parents=True)
+    (out / "log.csv").write_text(f"epoch,ce,val_accuracy,test_accuracy\n0,1.0,0.5,{accuracy}\n")
+    (out / "metrics.json").write_text(json.dumps(dict(
+        config=dict(seed=seed), validation="holdout", epochs=1, wall_time_s=60.0, test_accuracy=accuracy,
+        best_val_accuracy=0.5, selected_epoch=1, selected_test_accuracy=accuracy, best_test_accuracy=accuracy)))
+
+
+def test_compare_to_reports_whether_the_difference_depends_on_the_baseline(tmp_path):
+    """--compare_to another campaign's results.csv adds the arms' paired differences to
+    finetune from both baselines and the Welch interval of their difference; a path
+    that is not such a file fails at once, in one line."""
+    accuracies = {"seed0": dict(finetune=(0.70, 0.72, 0.70), lns=(0.70, 0.71, 0.71)),
+                  "seed1": dict(finetune=(0.70, 0.72), lns=(0.71, 0.74))}
+    for baseline_seed, arms in accuracies.items():
+        runs = tmp_path / baseline_seed
+        _fake_run(runs / "dorefa" / baseline_seed / "baseline", int(baseline_seed[-1]), 0.78)
+        for arm, values in arms.items():
+            for seed, accuracy in enumerate(values):
+                _fake_run(runs / "dorefa" / f"seed{seed}" / arm, seed, accuracy)
+
+    def report_only(baseline_seed, seeds, *extra):
+        return subprocess.run(
+            [sys.executable, REPRODUCE, "--protocol", "tiny", "--dataset", "digits", "--arms", "baseline,finetune,lns",
+             "--runs_dir", str(tmp_path / f"seed{baseline_seed}"), "--baseline_seed", str(baseline_seed),
+             "--seeds", str(seeds), "--results_dir", str(tmp_path / f"results{baseline_seed}"), "--report_only",
+             "--figures=false", *extra], cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+    assert report_only(0, 3).returncode == 0
+    result = report_only(1, 2, "--compare_to", str(tmp_path / "results0" / "results.csv"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    text = (tmp_path / "results1" / "results.md").read_text()
+    assert "## Does Δ to finetune depend on the baseline?" in text
+    # Here +1 and +2 points (s^2/n = 0.25), there 0, +1 and -1 (s^2/n = 1/3): difference +1.50,
+    # Welch's 0.5833^2 / (0.25^2 / 1 + (1/3)^2 / 2) = 2.88 -> 2 degrees of freedom, t = 4.303, half-width 3.29.
+    assert ("| dorefa | lns | seed 1, 78.00 % | +1.50 (-4.85, +7.85), n=2 | seed 0, 78.00 % | "
+            "+0.00 (-2.48, +2.48), n=3 | +1.50 (-1.79, +4.79), n=2 and 3 |") in text
+    not_results = tmp_path / "seed1" / "dorefa" / "seed0" / "lns" / "log.csv"
+    for bad, why in ((tmp_path / "missing.csv", "no such file"), (not_results, "not a campaign's results.csv")):
+        result = report_only(1, 2, "--compare_to", str(bad))
+        assert result.returncode == 1 and why in result.stderr and len(result.stderr.strip().splitlines()) == 1

@@ -10,6 +10,9 @@ and an interrupted one resumes, so a campaign can be stopped and continued by
 rerunning the same command. Every arm and seed fine-tunes the seed-0 baseline
 (`--baseline_seed` picks another) with the same schedule; `--baseline_seeds 2` trains a second baseline to show how
 much baselines differ. Results go to `<results_dir>/results.{md,csv}` and PNG figures.
+`--compare_to <another campaign's results.csv>` adds to results.md whether the arms'
+differences to finetune depend on the baseline (from --baseline_seed 1, say, against
+seed 0's campaign).
 
 Arms (paper Table 1, plus the gated mapping and BONN):
   baseline      the pretrained binary network, no fine-tuning
@@ -75,6 +78,9 @@ flags.DEFINE_string("runs_dir", None, "Where runs go (default runs/<protocol>)."
 flags.DEFINE_string("baselines_dir", None, "Where the baselines are (default --runs_dir): another campaign's, "
                     "whose protocol has the same baseline recipe, e.g. medium fine-tuning short's baselines.")
 flags.DEFINE_string("results_dir", None, "Where results.md/csv and figures go (default <runs_dir>/results).")
+flags.DEFINE_string("compare_to", None, "Another campaign's results.csv, of the same protocol from another "
+                    "baseline (--baseline_seed): results.md adds whether the arms' differences to finetune "
+                    "depend on the baseline.")
 flags.DEFINE_bool("figures", True, "Write PNG figures.")
 flags.DEFINE_bool("dry_run", False, "Print the fit.py commands only.")
 flags.DEFINE_bool("report_only", False, "Train nothing: summarize the complete runs so far (results, figures).")
@@ -160,10 +166,26 @@ def campaign(runs_dir, train=True):
     return {key: [out for out in outs if complete(out)] for key, outs in folders.items()}
 
 
-def summarize(folders, results_dir):
-    """results.csv (one row per run) and results.md (one row per arm, paired differences)."""
+def compared_campaign():
+    """(name, rows) of the --compare_to campaign, or None; read before anything trains,
+    so that a wrong path fails at once."""
+    if not FLAGS.compare_to:
+        return None
+    if not os.path.isfile(FLAGS.compare_to):
+        fail(f"--compare_to {FLAGS.compare_to}: no such file")
     try:
-        rows, lines = report.write_results(folders, results_dir, ROOT, FLAGS.protocol, data_label(), holdout())
+        rows = report.read_results_csv(FLAGS.compare_to)
+    except ValueError as e:  # a missing column, or a seed or accuracy that is no number
+        fail(f"--compare_to {FLAGS.compare_to}: not a campaign's results.csv: {e}")
+    return os.path.relpath(os.path.dirname(os.path.abspath(FLAGS.compare_to)), ROOT), rows
+
+
+def summarize(folders, results_dir, compare=None):
+    """results.csv (one row per run) and results.md (one row per arm, paired differences;
+    with `compare`, whether they depend on the baseline)."""
+    try:
+        rows, lines = report.write_results(folders, results_dir, ROOT, FLAGS.protocol, data_label(), holdout(),
+                                           compare)
     except ValueError as e:
         fail(str(e))
     print("\n".join(lines))
@@ -244,10 +266,11 @@ def main(argv):
     if FLAGS.sweep:
         sweep(runs_dir, results_dir)
         return
+    compare = compared_campaign()
     folders = campaign(runs_dir, train=not FLAGS.report_only)
     if FLAGS.dry_run:
         return
-    summarize(folders, results_dir)
+    summarize(folders, results_dir, compare)
     if FLAGS.figures:
         figures(folders, results_dir)
 
