@@ -9,7 +9,7 @@ M=".venv/bin/python train/reproduce.py --protocol medium --runs_dir campaigns/me
 L=".venv/bin/python train/reproduce.py --protocol long --runs_dir campaigns/long \
    --baselines_dir campaigns/short --results_dir docs/results/long"
 B1=".venv/bin/python train/reproduce.py --protocol short --runs_dir campaigns/short_baseline1 \
-   --baseline_seed 1 --results_dir docs/results/short_baseline1"
+   --baseline_seed 1 --results_dir docs/results/short_baseline1 --compare_to docs/results/results.csv"
 C="bash campaigns/commit_results.sh"
 # The long campaign's report over every arm, for the same reason.
 LALL="$L --report_only --seeds 5 --arms baseline,finetune,lns,lns_gated,lns_no_noisy"
@@ -48,7 +48,8 @@ for seeds in 1 2 3 4 5; do
   for arm in finetune lns; do long_arm $arm $seeds; done
 done
 # 6. does the difference depend on the baseline? The seed-1 baseline (retrained:
-#    the short campaign's seed-1 model was not kept), 2 seeds of finetune and lns
+#    the short campaign's seed-1 model was not kept), 2 seeds of finetune and lns;
+#    results.md compares their Δ with the seed-0 baseline's (--compare_to)
 $B1 --seeds 2 --arms baseline,finetune,lns && $C "Campaign short_baseline1: finetune and lns from the seed-1 baseline"
 long_arm lns_gated 5
 # 7. long: lns_no_noisy, 3 seeds, one commit per run; the report
