@@ -15,6 +15,7 @@ The trainer calls these hooks and never branches on a method's name, so a new
 method is one module with a `Method` subclass plus one registration line:
 
 ```python
+import lns_larq  # first: it selects Keras 2 (tf_keras), which Larq needs
 import tensorflow as tf
 from lns_larq import methods, models, training
 

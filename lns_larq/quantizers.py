@@ -4,8 +4,8 @@ Both subclass Larq's quantizer base, so they plug into `kernel_quantizer=` of an
 Larq layer, count as binary in `larq.models.summary`, and serialize by name:
 
 ```python
+import lns_larq  # first: it selects Keras 2 (tf_keras), which Larq needs
 import larq as lq
-import lns_larq
 
 conv = lq.layers.QuantConv2D(
     16, 3, padding="same", pad_values=1.0, use_bias=False,
