@@ -24,6 +24,7 @@ rows = report.write_results(folders, "runs/short/results", root=".", protocol="s
 """
 
 import csv
+import itertools
 import json
 import os
 
@@ -104,7 +105,8 @@ def results_rows(folders: dict, root: str) -> list[dict]:
 
 def read_results_csv(path: str) -> list[dict]:
     """The rows of a campaign's `results.csv` (written by `write_results`), with
-    `seed` an int and `accuracy` a float, as `results_rows` gives them.
+    `seed` an int, `accuracy` a float and `best_val_accuracy` a float or None (no
+    hold-out), as `results_rows` gives them.
 
     # Raises
         ValueError: if the file lacks one of those columns, or `quantizer` and `arm`.
@@ -117,15 +119,19 @@ def read_results_csv(path: str) -> list[dict]:
         rows = list(reader)
     for row in rows:
         row["seed"], row["accuracy"] = int(row["seed"]), float(row["accuracy"])
+        row["best_val_accuracy"] = float(row["best_val_accuracy"]) if row.get("best_val_accuracy") else None
     return rows
 
 
-def paired_differences(rows: list[dict], quantizer: str, arm: str, reference: str = "finetune") -> list[float]:
-    """`arm`'s test accuracy minus `reference`'s, in points, one per seed both have
-    (the same seed fine-tuned the same baseline: a paired difference)."""
-    theirs = {r["seed"]: 100 * r["accuracy"] for r in rows if r["quantizer"] == quantizer and r["arm"] == reference}
-    return [100 * r["accuracy"] - theirs[r["seed"]] for r in rows
-            if r["quantizer"] == quantizer and r["arm"] == arm and r["seed"] in theirs]
+def paired_differences(rows: list[dict], quantizer: str, arm: str, reference: str = "finetune",
+                       key: str = "accuracy") -> list[float]:
+    """`arm`'s `key` (test accuracy at the selected epoch; `best_val_accuracy` for the
+    hold-out's there) minus `reference`'s, in points, one per seed both have (the same
+    seed fine-tuned the same baseline: a paired difference)."""
+    theirs = {r["seed"]: 100 * r[key] for r in rows
+              if r["quantizer"] == quantizer and r["arm"] == reference and r[key] is not None}
+    return [100 * r[key] - theirs[r["seed"]] for r in rows
+            if r["quantizer"] == quantizer and r["arm"] == arm and r["seed"] in theirs and r[key] is not None]
 
 
 def _interval(mean: float, half: float, n: str) -> str:
@@ -189,13 +195,14 @@ def baseline_comparison(rows: list[dict], other_rows: list[dict], other: str) ->
     """The lines of a section of `results.md`: each fine-tuning arm's paired difference
     to `finetune` from this campaign's baseline (`rows`) and from another campaign's
     (`other_rows`, named `other`), and the difference between the two (this minus
-    that) with its 95 % Welch interval. The seeds of the two campaigns share no
+    that) with its 95 % Welch interval; on the test split at the selected epoch, and
+    on the hold-out that selects it. The seeds of the two campaigns share no
     baseline, so the two sets of differences are independent samples."""
 
     def baseline(rows, quantizer):
         # The arms fine-tune the campaign's first baseline (reproduce.py lists it first).
         mine = [r for r in rows if r["quantizer"] == quantizer and r["arm"] == "baseline"]
-        return f"seed {mine[0]['seed']}, {100 * mine[0]['accuracy']:.2f} %" if mine else "?"
+        return f"seed {mine[0]['seed']}, {100 * mine[0]['accuracy']:.2f} % test" if mine else "?"
 
     lines = [
         "## Does Δ to finetune depend on the baseline?",
@@ -204,17 +211,19 @@ def baseline_comparison(rows: list[dict], other_rows: list[dict], other: str) ->
         f"baseline and when it fine-tunes {other}'s, and the difference between the two Δs (this minus "
         "that; independent seeds, 95 % Welch interval). An interval that holds 0 finds no dependence.",
         "",
-        "| quantizer | arm | baseline here | Δ here, points (95 % CI) | baseline there | Δ there | "
+        "| quantizer | arm | accuracy on | baseline here | Δ here, points (95 % CI) | baseline there | Δ there | "
         "difference, points (95 % Welch CI) |",
-        "|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|",
     ]
     arms = dict.fromkeys((r["quantizer"], r["arm"]) for r in rows if r["arm"] not in ("baseline", "finetune"))
-    for quantizer, arm in arms:
-        here, there = paired_differences(rows, quantizer, arm), paired_differences(other_rows, quantizer, arm)
+    for (quantizer, arm), (split, key) in itertools.product(arms, (("test", "accuracy"),
+                                                                    ("hold-out", "best_val_accuracy"))):
+        here = paired_differences(rows, quantizer, arm, key=key)
+        there = paired_differences(other_rows, quantizer, arm, key=key)
         if not here or not there:
             continue
         lines.append(
-            f"| {quantizer} | {arm} | {baseline(rows, quantizer)} | "
+            f"| {quantizer} | {arm} | {split} | {baseline(rows, quantizer)} | "
             f"{_interval(*t_interval(here), f'n={len(here)}')} | {baseline(other_rows, quantizer)} | "
             f"{_interval(*t_interval(there), f'n={len(there)}')} | "
             f"{_interval(*welch_interval(here, there), f'n={len(here)} and {len(there)}')} |")

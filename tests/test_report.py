@@ -37,21 +37,31 @@ def test_welch_interval_of_a_hand_computed_case():
 
 
 def test_baseline_comparison_sets_the_paired_differences_of_two_baselines_side_by_side():
-    def rows(seed_accuracies, baseline_seed):
-        return [dict(quantizer="dorefa", arm="baseline", seed=baseline_seed, accuracy=0.78)] + [
-            dict(quantizer="dorefa", arm=arm, seed=seed, accuracy=accuracy)
-            for arm, runs in seed_accuracies.items() for seed, accuracy in runs]
+    def rows(runs, baseline_seed):
+        # runs: {arm: [(seed, test accuracy, hold-out accuracy)]}
+        return [dict(quantizer="dorefa", arm="baseline", seed=baseline_seed, accuracy=0.78, best_val_accuracy=0.79)] + [
+            dict(quantizer="dorefa", arm=arm, seed=seed, accuracy=test, best_val_accuracy=holdout)
+            for arm, seeds in runs.items() for seed, test, holdout in seeds]
 
-    # Here lns - finetune is +1 and +2 points; there 0, -1 and +1 points; `lns_gated` is here only.
-    here = rows(dict(finetune=[(0, 0.70), (1, 0.72)], lns=[(0, 0.71), (1, 0.74)], lns_gated=[(0, 0.7)]), 1)
-    there = rows(dict(finetune=[(0, 0.70), (1, 0.72), (2, 0.70)], lns=[(0, 0.70), (1, 0.71), (2, 0.71)]), 0)
+    # Test: here lns - finetune is +1 and +2 points, there 0, -1 and +1. Hold-out: here
+    # -1 and 0, there +1, +1 and +2. `lns_gated` is here only: no row.
+    here = rows(dict(finetune=[(0, 0.70, 0.80), (1, 0.72, 0.80)], lns=[(0, 0.71, 0.79), (1, 0.74, 0.80)],
+                     lns_gated=[(0, 0.70, 0.80)]), 1)
+    there = rows(dict(finetune=[(0, 0.70, 0.80), (1, 0.72, 0.80), (2, 0.70, 0.80)],
+                      lns=[(0, 0.70, 0.81), (1, 0.71, 0.81), (2, 0.71, 0.82)]), 0)
     lines = report.baseline_comparison(here, there, "campaigns/short")
     assert "campaigns/short's" in lines[2]
-    (line,) = [line for line in lines if line.startswith("| dorefa |")]  # no row without both sides
-    diff, half = stats.welch_interval([1.0, 2.0], [0.0, -1.0, 1.0])
-    assert diff == pytest.approx(1.5)
-    assert line == (f"| dorefa | lns | seed 1, 78.00 % | +1.50 (-4.85, +7.85), n=2 | seed 0, 78.00 % | "
-                    f"+0.00 (-2.48, +2.48), n=3 | +1.50 ({diff - half:+.2f}, {diff + half:+.2f}), n=2 and 3 |")
+    test, holdout = [line for line in lines if line.startswith("| dorefa |")]
+
+    def welch(a, b):
+        diff, half = stats.welch_interval(a, b)
+        return f"{diff:+.2f} ({diff - half:+.2f}, {diff + half:+.2f}), n=2 and 3"
+
+    assert test == ("| dorefa | lns | test | seed 1, 78.00 % test | +1.50 (-4.85, +7.85), n=2 | seed 0, 78.00 % test | "
+                    f"+0.00 (-2.48, +2.48), n=3 | {welch([1.0, 2.0], [0.0, -1.0, 1.0])} |")
+    assert holdout.startswith("| dorefa | lns | hold-out | seed 1, 78.00 % test | -0.50 (-6.85, +5.85), n=2 |")
+    assert holdout.endswith(f"| +1.33 (-0.10, +2.77), n=3 | {welch([-1.0, 0.0], [1.0, 1.0, 2.0])} |")
+    assert welch([-1.0, 0.0], [1.0, 1.0, 2.0]).startswith("-1.83")
 
 
 def test_fit_args_of_an_lns_run():

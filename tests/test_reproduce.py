@@ -259,7 +259,7 @@ def test_compare_to_reports_whether_the_difference_depends_on_the_baseline(tmp_p
     assert "## Does Δ to finetune depend on the baseline?" in text
     # Here +1 and +2 points (s^2/n = 0.25), there 0, +1 and -1 (s^2/n = 1/3): difference +1.50,
     # Welch's 0.5833^2 / (0.25^2 / 1 + (1/3)^2 / 2) = 2.88 -> 2 degrees of freedom, t = 4.303, half-width 3.29.
-    assert ("| dorefa | lns | seed 1, 78.00 % | +1.50 (-4.85, +7.85), n=2 | seed 0, 78.00 % | "
+    assert ("| dorefa | lns | test | seed 1, 78.00 % test | +1.50 (-4.85, +7.85), n=2 | seed 0, 78.00 % test | "
             "+0.00 (-2.48, +2.48), n=3 | +1.50 (-1.79, +4.79), n=2 and 3 |") in text
     not_results = tmp_path / "seed1" / "dorefa" / "seed0" / "lns" / "log.csv"
     for bad, why in ((tmp_path / "missing.csv", "no such file"), (not_results, "not a campaign's results.csv")):
