@@ -257,6 +257,7 @@ def test_compare_to_reports_whether_the_difference_depends_on_the_baseline(tmp_p
     assert result.returncode == 0, result.stderr[-2000:]
     text = (tmp_path / "results1" / "results.md").read_text()
     assert "## Does Δ to finetune depend on the baseline?" in text
+    assert f"fine-tunes {os.path.relpath(tmp_path / 'seed0', ROOT)}'s" in text  # named by its runs folder
     # Here +1 and +2 points (s^2/n = 0.25), there 0, +1 and -1 (s^2/n = 1/3): difference +1.50,
     # Welch's 0.5833^2 / (0.25^2 / 1 + (1/3)^2 / 2) = 2.88 -> 2 degrees of freedom, t = 4.303, half-width 3.29.
     assert ("| dorefa | lns | test | seed 1, 78.00 % test | +1.50 (-4.85, +7.85), n=2 | seed 0, 78.00 % test | "

@@ -177,7 +177,10 @@ def compared_campaign():
         rows = report.read_results_csv(FLAGS.compare_to)
     except ValueError as e:  # a missing column, or a seed or accuracy that is no number
         fail(f"--compare_to {FLAGS.compare_to}: not a campaign's results.csv: {e}")
-    return os.path.relpath(os.path.dirname(os.path.abspath(FLAGS.compare_to)), ROOT), rows
+    # Named by its runs folder: a run is <runs_dir>/<quantizer>/seed<k>/<arm>.
+    runs = {row["run"].rsplit("/", 3)[0] for row in rows if row.get("run", "").count("/") >= 3}
+    name = runs.pop() if len(runs) == 1 else os.path.relpath(os.path.abspath(FLAGS.compare_to), ROOT)
+    return name, rows
 
 
 def summarize(folders, results_dir, compare=None):
