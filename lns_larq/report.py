@@ -26,6 +26,7 @@ rows = report.write_results(folders, "runs/short/results", root=".", protocol="s
 import csv
 import itertools
 import json
+import math
 import os
 
 from lns_larq.protocols import PROTOCOLS
@@ -136,7 +137,7 @@ def paired_differences(rows: list[dict], quantizer: str, arm: str, reference: st
 
 def _interval(mean: float, half: float, n: str) -> str:
     """'+0.10 (-0.20, +0.40), n=3', or without the interval when it is nan."""
-    if half != half:
+    if math.isnan(half):
         return f"{mean:+.2f}, {n} (no interval)"
     return f"{mean:+.2f} ({mean - half:+.2f}, {mean + half:+.2f}), {n}"
 

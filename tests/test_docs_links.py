@@ -14,26 +14,32 @@ PAGES = [os.path.join(ROOT, "README.md"), *sorted(glob.glob(os.path.join(ROOT, "
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 
 
+def prose(path):
+    """A Markdown page's text without its code blocks (whose lines are not headings or links)."""
+    with open(path) as f:
+        return re.sub(r"```.*?```", "", f.read(), flags=re.S)
+
+
+def slug(heading):
+    """GitHub's anchor of a heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
 def anchors(path):
-    """The GitHub anchors of a Markdown page's headings (outside code blocks):
-    lower case, punctuation dropped, spaces to hyphens."""
-    text = re.sub(r"```.*?```", "", open(path).read(), flags=re.S)
-    return {re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
-            for heading in re.findall(r"^#+ (.*)$", text, re.M)}
+    """The anchors of a Markdown page's headings."""
+    return {slug(heading) for heading in re.findall(r"^#+ (.*)$", prose(path), re.M)}
 
 
 def test_anchors_follow_github():
     # The slug rule itself, on headings of this project's kind (fails if it drifts).
-    assert re.sub(r"[^\w\- ]", "", "Does Δ depend on the baseline?".lower()).replace(" ", "-") == \
-        "does-δ-depend-on-the-baseline"
+    assert slug("Does Δ depend on the baseline?") == "does-δ-depend-on-the-baseline"
     assert "the-5-seed-comparison" in anchors(os.path.join(ROOT, "docs", "results", "long.md"))
 
 
 @pytest.mark.parametrize("page", PAGES, ids=[os.path.relpath(p, ROOT) for p in PAGES])
 def test_relative_links_resolve(page):
-    text = re.sub(r"```.*?```", "", open(page).read(), flags=re.S)
     broken = []
-    for target in LINK.findall(text):
+    for target in LINK.findall(prose(page)):
         if re.match(r"[a-z]+:", target):  # http(s), mailto: not checked offline
             continue
         path, _, anchor = target.partition("#")

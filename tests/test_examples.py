@@ -74,12 +74,10 @@ def test_example_imports_lns_larq_first_and_uses_names_that_exist(where, code):
         first_stack = min(modules.index(m) for m in ("tensorflow", "larq", "tf_keras") if m in modules)
         assert modules.index("lns_larq") < first_stack, f"{where} imports TensorFlow or Larq before lns_larq"
     # Names taken from lns_larq: `from lns_larq(.x) import y` and every lns_larq.a.b chain.
-    used = {f"{node.module}.{alias.name}" for node in ast.walk(tree)
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "lns_larq"
-            for alias in node.names}
     aliases = {alias.asname or alias.name: f"{node.module}.{alias.name}" for node in ast.walk(tree)
                if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "lns_larq"
                for alias in node.names}
+    used = set(aliases.values())
     for node in ast.walk(tree):
         dotted = _dotted(node) if isinstance(node, ast.Attribute) else None
         if dotted:

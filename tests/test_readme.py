@@ -1,13 +1,13 @@
 """The README's code runs as printed: a user copies it first."""
 
 import os
-import re
 
 import larq as lq
 
 from lns_larq import LNSQuantizer
 
 from .conftest import ROOT
+from .test_examples import BLOCK
 
 
 def _python_block(heading):
@@ -15,7 +15,7 @@ def _python_block(heading):
     with open(os.path.join(ROOT, "README.md")) as f:
         text = f.read()
     start = text.index(f"\n{heading}\n")
-    return re.search(r"```python\n(.*?)```", text[start:], re.S).group(1)
+    return BLOCK.search(text, start).group(1)
 
 
 def test_lns_in_your_own_larq_model_runs_as_printed(tmp_path, monkeypatch):
