@@ -494,6 +494,11 @@ FINE_TUNING_OPTIONS = (
 )
 
 
+def _has_checkpoint(folder):
+    """Whether `folder` (a BackupAndRestore folder) holds a checkpoint."""
+    return os.path.isdir(folder) and any(files for _, _, files in os.walk(folder))
+
+
 @register
 class LNS(Method):
     """LNS as a training method (`<model>_lns`).
@@ -532,9 +537,16 @@ class LNS(Method):
         if not config.warmup_epochs:
             return None
         weights_path = os.path.join(run.output_dir, "warmup.weights.h5")
+        report_path = os.path.join(run.output_dir, "warmup.json")
         if os.path.exists(weights_path):  # resumed run: the warm start is done
             model.load_weights(weights_path)
-            with open(os.path.join(run.output_dir, "warmup.json")) as f:
+            with open(report_path) as f:
+                return json.load(f)
+        if os.path.exists(report_path) and _has_checkpoint(os.path.join(run.output_dir, "backup")):
+            # Resumed in fine-tuning: its checkpoint (BackupAndRestore) restores every
+            # weight, mappings included, so it alone resumes the run; a campaign commits
+            # it without warmup.weights.h5 (campaigns/commit_checkpoints.sh).
+            with open(report_path) as f:
                 return json.load(f)
         with labels_as_weights(model):
             before = run.evaluate(model)

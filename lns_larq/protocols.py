@@ -116,7 +116,8 @@ def holdout(protocol: str, validation_size: int | None = None) -> int:
 
 def fit_args(protocol: str, arm: str, quantizer: str, seed: int, pretrained: str | None, *,
              dataset: str = "cifar10", data_path: str | None = None, validation_size: int | None = None,
-             alpha: float = 1.0, rho: float = 0.005, extra: dict | None = None) -> list[str]:
+             alpha: float = 1.0, rho: float = 0.005, extra: dict | None = None,
+             model: str | None = None) -> list[str]:
     """The `train/fit.py` arguments of one run, `["--name=value", ...]`.
 
     # Arguments
@@ -130,12 +131,14 @@ def fit_args(protocol: str, arm: str, quantizer: str, seed: int, pretrained: str
         validation_size: The hold-out, None for the protocol's (see `holdout`).
         alpha, rho: LNS's alpha and symmetric noise rate of the LNS arms.
         extra: Further fit.py options, overriding the arm's (a sweep's point).
+        model: The base model (`"resnet20_prelu"`, say), None for the protocol's; an
+            LNS or BONN arm trains its `_lns` or `_bonn` variant.
     """
     spec = PROTOCOLS[protocol]
     phase = spec["baseline"] if arm == "baseline" else spec["finetune"]
     suffix, arm_options = ARMS[arm]
-    options = dict(model=spec.get("model", "resnet20") + suffix, quantizer=quantizer, seed=seed, dataset=dataset,
-                   batch_size=128, optimizer="sgd", momentum=0.9, weight_decay=0.0, verbose=2)
+    options = dict(model=(model or spec.get("model", "resnet20")) + suffix, quantizer=quantizer, seed=seed,
+                   dataset=dataset, batch_size=128, optimizer="sgd", momentum=0.9, weight_decay=0.0, verbose=2)
     options.update(**spec.get("common", {}), **phase)
     if dataset == "cifar10" and data_path:
         options["data_path"] = data_path

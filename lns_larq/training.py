@@ -368,9 +368,13 @@ def _set_aside_stale_logs(out):
     best epoch and wall time belong to neither. Nothing is deleted.
     """
     stale = []
-    if not _has_files(os.path.join(out, "backup")):
+    fine_tuning = _has_files(os.path.join(out, "backup"))
+    if not fine_tuning:
         stale += [n for n in _FINE_TUNING_LOGS if os.path.exists(os.path.join(out, n))]
-    if not (os.path.exists(os.path.join(out, "warmup.weights.h5")) or _has_files(os.path.join(out, "backup_warmup"))):
+    # A fine-tuning checkpoint holds the warm start's result too (the mappings are
+    # model weights), so the warm start's logs stay with it.
+    if not (fine_tuning or os.path.exists(os.path.join(out, "warmup.weights.h5"))
+            or _has_files(os.path.join(out, "backup_warmup"))):
         stale += [n for n in _WARM_START_LOGS if os.path.exists(os.path.join(out, n))]
     if not stale:
         return
@@ -492,6 +496,7 @@ def _run(config, write_dir):
         epochs_this_invocation=epochs_run,
         wall_time_s=elapsed.seconds,
         cpu=cpu.describe(),  # what the wall time was measured on
+        cores=sorted(os.sched_getaffinity(0)),  # which of them (a campaign's --jobs pins runs)
         train_images_per_second=images / fit_seconds if epochs_run else None,
         command=config.command,
         config=config.as_dict(),

@@ -88,3 +88,21 @@ def test_mapping_conv_formulations_compute_the_same_conv():
         # float32 sums of at most 9 x 5 products in another order: ~1e-7 relative; a
         # tap in the wrong place is off by tens of percent.
         assert r["gradient_difference"] < 1e-5 and r["median_s"] > 0
+
+
+def test_benchmark_jobs_compares_one_process_with_pinned_jobs(tmp_path):
+    """`train/benchmark_jobs.py`: one process on every core, then two copies pinned to
+    one core each; their throughputs add up, and the gain is that sum over the one."""
+    out = tmp_path / "jobs.json"
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "train", "benchmark_jobs.py"), "--models", "resnet8",
+                             "--batch_size", "8", "--steps", "3", "--warmup", "1", "--output", str(out)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    (row,) = report["results"]
+    cores = sorted(os.sched_getaffinity(0))
+    assert row["job_cores"] == [cores[:len(cores) // 2], cores[len(cores) // 2:]]
+    assert row["jobs_images_per_s"] == pytest.approx(sum(8000 / ms for ms in row["job_step_ms"]))
+    assert row["gain"] == pytest.approx(row["jobs_images_per_s"] / row["single_images_per_s"])
+    assert row["single_images_per_s"] == pytest.approx(8000 / row["single_step_ms"])
+    assert "resnet8" in result.stdout and f"{row['gain']:.2f}x" in result.stdout

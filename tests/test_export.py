@@ -143,6 +143,15 @@ def test_baseline_resnet20_exports_every_binary_conv_as_lce_bconv(dorefa_models,
     assert report.float32_size_bytes is None and os.path.isfile(report.path)
 
 
+def test_resnet20_prelu_exports_every_binary_conv_as_lce_bconv(tmp_path):
+    model = models.get("resnet20_prelu")
+    path = tmp_path / "prelu.tflite"
+    report = export.export_tflite(model, str(path), float_reference=False)
+    _assert_all_binary_convs_converted(report)
+    counts = export.op_counts(path.read_bytes())
+    assert counts["LceBconv2d"] == 18 and counts["PRELU"] == 18
+
+
 def test_keras_and_lce_agree_on_cifar10_test_images(dorefa_models, lns_export, cifar_path):
     _, model = dorefa_models
     images, labels = export.cifar10_test_images(cifar_path, 200)

@@ -38,6 +38,23 @@ def test_resnet20_shape_and_layers():
     assert model.predict(np.zeros((2, 32, 32, 3), np.float32), verbose=0).shape == (2, 10)
 
 
+def test_resnet20_prelu_is_resnet20_with_a_prelu_after_every_binary_conv():
+    plain, prelu = models.get("resnet20"), models.get("resnet20_prelu")
+    assert prelu.name == "resnet20_prelu_dorefa" and prelu.output_shape == (None, 10)
+    binary = [layer.name for layer in prelu.layers if is_binarized_conv(layer)]
+    assert binary == [layer.name for layer in plain.layers if is_binarized_conv(layer)]
+    # Each binary conv -> its BN -> a PReLU with one slope per channel -> the addition.
+    for name in binary:
+        act = prelu.get_layer(f"{name}_prelu")
+        assert isinstance(act, tf.keras.layers.PReLU)
+        assert act.input.node.layer.name == f"{name}_bn"
+        assert act.alpha.shape == (1, 1, prelu.get_layer(name).filters)
+    assert prelu.count_params() - plain.count_params() == 672  # 6 x (16 + 32 + 64) slopes
+    lns = models.get("resnet20_prelu_lns")
+    assert sum(isinstance(getattr(layer, "kernel_quantizer", None), models.lns.LNSQuantizer)
+               for layer in lns.layers) == 18
+
+
 @pytest.mark.parametrize("quantizer", ["dorefa", "xnor", "binarynet"])
 def test_every_binary_conv_binarizes(quantizer):
     model = models.get("resnet20", quantizer=quantizer)

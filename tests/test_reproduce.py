@@ -20,13 +20,14 @@ def _rows(path):
 
 @pytest.fixture(scope="module")
 def tiny_campaign(tmp_path_factory):
-    """A tiny campaign on the digits, killed inside its fine-tuning arm after that
-    arm's first epoch, then run again to the end with the same command. The sweep
+    """A tiny campaign on the digits, two runs at once (--jobs 2), killed inside its
+    fine-tuning arm after that arm's first epoch, then run again to the end with the
+    same command. The sweep
     test reuses its runs (a baseline and the finetune reference) instead of
     training its own: both tests share an xdist group."""
     runs = str(tmp_path_factory.mktemp("tiny_campaign") / "runs")
     command = [sys.executable, REPRODUCE, "--protocol", "tiny", "--dataset", "digits", "--runs_dir", runs,
-               "--baseline_seeds", "2"]
+               "--baseline_seeds", "2", "--jobs", "2"]
     proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     log = os.path.join(runs, "dorefa", "seed0", "finetune", "log.csv")
@@ -60,6 +61,11 @@ def test_tiny_campaign_every_arm_resume_and_skip(tiny_campaign):
     assert sorted(int(r["seed"]) for r in rows if r["arm"] == "baseline") == [0, 1]
     assert all(json.load(open(os.path.join(ROOT, r["run"], "metrics.json")))["config"]["pretrained"].endswith(
         os.path.join("seed0", "baseline", "model.keras")) for r in rows if r["arm"] != "baseline")
+    # --jobs 2: every run was pinned to one core, and both cores were used (the
+    # seed-1 baseline needs nothing, so it trained beside the seed-0 one); an arm
+    # started before its baseline's model.keras existed would have failed the campaign.
+    cores = [json.load(open(os.path.join(ROOT, r["run"], "metrics.json")))["cores"] for r in rows]
+    assert all(len(c) == 1 for c in cores) and len({c[0] for c in cores}) == 2, cores
     for r in rows:  # fractions in the CSV, exactly the runs' own figures
         with open(os.path.join(ROOT, r["run"], "metrics.json")) as f:
             run = json.load(f)
@@ -266,3 +272,29 @@ def test_compare_to_reports_whether_the_difference_depends_on_the_baseline(tmp_p
     for bad, why in ((tmp_path / "missing.csv", "no such file"), (not_results, "not a campaign's results.csv")):
         result = report_only(1, 2, "--compare_to", str(bad))
         assert result.returncode == 1 and why in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_paper_protocol_with_another_model_and_fewer_seeds_for_one_arm(tmp_path):
+    """--model puts another base model (and its _lns variant) under the protocol;
+    --arm_seeds gives one arm fewer seeds (issue 36: lns_no_noisy 3, the others 5);
+    the arms go seed by seed, each seed's finetune and lns first."""
+    runs_dir = str(tmp_path / "paper_prelu")
+    command = [sys.executable, REPRODUCE, "--protocol", "paper", "--model", "resnet20_prelu", "--runs_dir", runs_dir,
+               "--arms", "baseline,finetune,lns,lns_no_noisy", "--seeds", "5", "--arm_seeds", "lns_no_noisy=3",
+               "--dry_run"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    outs = [line.split("--output_dir=")[1] for line in result.stdout.splitlines() if "fit.py" in line]
+    expected = ["baseline"] + [f"seed{s}/{arm}" for s in range(5) for arm in ("finetune", "lns", "lns_no_noisy")
+                               if arm != "lns_no_noisy" or s < 3]
+    base = os.path.join(runs_dir, "dorefa", "seed0", "baseline")
+    assert outs == [base] + [os.path.join(runs_dir, "dorefa", e) for e in expected[1:]]
+    models = {out: line.split("--model=")[1].split()[0] for out, line in zip(
+        outs, [line for line in result.stdout.splitlines() if "fit.py" in line])}
+    assert models[base] == "resnet20_prelu" and models[outs[1]] == "resnet20_prelu"
+    assert models[outs[2]] == models[outs[3]] == "resnet20_prelu_lns"
+    bad = subprocess.run([("bonn=2" if a == "lns_no_noisy=3" else a) for a in command], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 1
+    assert bad.stderr.strip().splitlines()[-1] == (
+        "reproduce.py: error: --arm_seeds takes <arm>=<seeds> of the --arms, seeds >= 1; got 'bonn=2'")

@@ -123,6 +123,46 @@ def test_interrupted_run_resumes(tmp_path):
     assert again.returncode == 0 and "complete run" in again.stdout
 
 
+def test_lns_run_resumes_from_its_fine_tuning_checkpoint_alone(tmp_path):
+    """What a campaign commits of an LNS run in flight is its fine-tuning checkpoint
+    (backup/) and logs, not warmup.weights.h5, best.keras or last.keras: from that
+    alone the run resumes where it stopped, without a second warm start."""
+    out = str(tmp_path / "lns")
+    pretrained = str(tmp_path / "base")
+    training.run(training.TrainConfig(dataset="digits", model="resnet8", batch_size=32, epochs=1,
+                                      steps_per_epoch=10, output_dir=pretrained, verbose=0))
+    args = ["--model", "resnet8_lns", "--dataset", "digits", "--epochs", "3", "--steps_per_epoch", "10",
+            "--batch_size", "32", "--lr", "0.01", "--warmup_epochs", "1", "--pretrained",
+            os.path.join(pretrained, "model.keras"), "--output_dir", out, "--verbose", "0"]
+    proc = subprocess.Popen([sys.executable, FIT, *args], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if os.path.exists(os.path.join(out, "log.csv")) and len(_log(out)) >= 1:
+            time.sleep(0.5)  # past the epoch's end, where BackupAndRestore writes
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be interrupted"
+    for name in ("warmup.weights.h5", "best.keras", "last.keras"):
+        os.remove(os.path.join(out, name))
+    with open(os.path.join(out, "warmup_log.csv")) as f:
+        warm_start_log = f.read()
+    done_before = len(_log(out))
+    result = _fit(*args, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    with open(os.path.join(out, "metrics.json")) as f:
+        metrics = json.load(f)
+    assert metrics["epochs_this_invocation"] == 3 - done_before  # resumed, not restarted
+    assert [int(r["epoch"]) for r in _log(out)] == [0, 1, 2]
+    with open(os.path.join(out, "warmup_log.csv")) as f:
+        assert f.read() == warm_start_log  # no second warm start
+    assert not os.path.exists(os.path.join(out, "stale"))  # nor its logs set aside
+    with open(os.path.join(out, "warmup.json")) as f:
+        assert metrics["lns"] == json.load(f)  # the warm start's report, kept
+
+
 def test_logs_without_their_checkpoint_are_set_aside_not_appended_to(tmp_path, capsys):
     """A run folder with logs but no `backup/` (copied without its checkpoint):
     the run starts again from epoch 0 and its log holds that run's epochs only; the

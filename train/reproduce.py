@@ -49,7 +49,7 @@ import sys
 from absl import app, flags
 
 from cli import fail
-from lns_larq import protocols, report
+from lns_larq import jobs, protocols, report
 from lns_larq.protocols import ARMS, DEFAULT_ARMS, PROTOCOLS
 from lns_larq.stats import mean_std
 
@@ -59,9 +59,17 @@ FIT = os.path.join(ROOT, "train", "fit.py")
 
 flags.DEFINE_enum("protocol", "short", list(PROTOCOLS), "Recipe: paper (400 + 120 epochs), short (90 + 4), "
                   "medium (90 + 12), long (90 + 28), short_sgd (the first campaign's), tiny (tests).")
+flags.DEFINE_string("model", None, "Base model of every run (default: the protocol's, resnet20); the LNS and "
+                    "BONN arms train its _lns and _bonn variants.")
 flags.DEFINE_list("arms", list(DEFAULT_ARMS), f"Arms to run, of {', '.join(ARMS)}.")
 flags.DEFINE_list("quantizers", ["dorefa"], "Baseline weight quantizers (Table 2 with several).")
 flags.DEFINE_integer("seeds", 1, "Fine-tuning seeds per arm (paper: 5).", lower_bound=1)
+flags.DEFINE_list("arm_seeds", [], "<arm>=<seeds> for arms with another number of seeds than --seeds, "
+                  "e.g. lns_no_noisy=3.")
+flags.DEFINE_integer("jobs", 1, "Runs at once, each pinned to its own share of the cores with one TensorFlow "
+                     "thread per core; a fine-tuning arm starts once its baseline is complete.", lower_bound=1)
+flags.DEFINE_string("after_run", None, "Shell command run after each run that ends well, once the report is "
+                    "regenerated (RUN_DIR names the run), e.g. to commit the results.")
 flags.DEFINE_integer("baseline_seeds", 1, "Baselines to train per quantizer; every arm fine-tunes the first, "
                      "the others show the baseline's seed-to-seed spread.", lower_bound=1)
 flags.DEFINE_integer("baseline_seed", 0, "The seed of the baseline every arm fine-tunes (another seed asks whether "
@@ -95,28 +103,49 @@ def fit_args(arm, quantizer, seed, pretrained, extra=None):
     """The fit.py arguments of one run of the campaign the flags describe."""
     return protocols.fit_args(FLAGS.protocol, arm, quantizer, seed, pretrained, dataset=FLAGS.dataset,
                               data_path=FLAGS.data_path, validation_size=FLAGS.validation_size,
-                              alpha=FLAGS.alpha, rho=FLAGS.rho, extra=extra)
+                              alpha=FLAGS.alpha, rho=FLAGS.rho, extra=extra, model=FLAGS.model)
 
 
 def complete(out):
     """Whether `out` holds a finished run: fit.py writes metrics.json last."""
-    return os.path.exists(os.path.join(out, "metrics.json"))
+    return jobs.complete(out)
+
+
+def job(args, out, needs=None):
+    """The fit.py run `args` writing into `out`, started once the run `needs` is complete."""
+    return jobs.Job([sys.executable, FIT, *args, f"--output_dir={out}"], out, needs)
+
+
+def run_jobs(todo, on_done=None):
+    """Run the jobs `todo` (--jobs at once), or with --dry_run print their commands;
+    fail in one line if a run fails or cannot start."""
+    if FLAGS.dry_run:
+        for j in todo:
+            print(f"complete, skipped: {j.out}" if complete(j.out) else " ".join(j.command))
+        return
+    try:
+        failed = jobs.run_jobs(todo, FLAGS.jobs, on_done=on_done, log=lambda line: print(line, flush=True))
+    except jobs.JobError as e:
+        fail(str(e))
+    if failed:
+        fail(f"{len(failed)} run(s) failed or could not start: {', '.join(j.out for j in failed)} "
+             "(see their fit.log)")
 
 
 def run_fit(args, out):
     """Run fit.py unless `out` holds a complete run; its log goes to out/fit.log."""
-    if complete(out):
-        print(f"complete, skipped: {out}")
-        return
-    command = [sys.executable, FIT, *args, f"--output_dir={out}"]
-    print(" ".join(command), flush=True)
-    if FLAGS.dry_run:
-        return
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "fit.log"), "a") as log:
-        result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-    if result.returncode:
-        fail(f"run failed (exit {result.returncode}), see {out}/fit.log")
+    run_jobs([job(args, out)])
+
+
+def arm_seeds():
+    """{arm: seeds} from --seeds and --arm_seeds."""
+    counts = {arm: FLAGS.seeds for arm in FLAGS.arms}
+    for item in FLAGS.arm_seeds:
+        arm, _, count = item.partition("=")
+        if arm not in counts or not count.isdigit() or int(count) < 1:
+            fail(f"--arm_seeds takes <arm>=<seeds> of the --arms, seeds >= 1; got {item!r}")
+        counts[arm] = int(count)
+    return counts
 
 
 def data_label():
@@ -131,39 +160,47 @@ def baseline_dir(runs_dir, quantizer, seed=None):
     return protocols.baseline_dir(runs_dir, quantizer, seed, FLAGS.baselines_dir)
 
 
-def campaign(runs_dir, train=True):
+def campaign(runs_dir, on_done=None, train=True):
     """Run every arm, seed by seed; return {(quantizer, arm): [complete run folders]}.
 
     The baseline the arms fine-tune (seed --baseline_seed, 0 by default) comes
     first, then the fine-tuning arms seed by seed (so complete paired comparisons
-    arrive first), then the other baselines.
-    With `train=False`, nothing runs: the complete runs found are returned.
+    arrive first), then the other baselines. With --jobs > 1 they run that many at
+    once, each on its own cores, and an arm starts once its baseline is complete.
+    `on_done(out, folders)` runs after each run that ends well (`out`, its folder;
+    `folders`, the complete runs so far). With `train=False`,
+    nothing runs: the complete runs found are returned.
     """
-    folders = {}
+    folders, todo = {}, []
+    seeds = arm_seeds()
     for quantizer in FLAGS.quantizers:
         base_dir = baseline_dir(runs_dir, quantizer)
-        if train:
-            run_fit(fit_args("baseline", quantizer, FLAGS.baseline_seed, None), base_dir)
+        todo.append(job(fit_args("baseline", quantizer, FLAGS.baseline_seed, None), base_dir))
         folders[(quantizer, "baseline")] = [base_dir]
         for arm in FLAGS.arms:  # the table's order
             if arm != "baseline":
                 folders[(quantizer, arm)] = []
-        for seed in range(FLAGS.seeds):
+        for seed in range(max(seeds.values())):
             for arm in FLAGS.arms:
-                if arm == "baseline":
+                if arm == "baseline" or seed >= seeds[arm]:
                     continue
                 out = protocols.arm_dir(runs_dir, quantizer, seed, arm)
-                if train:
-                    run_fit(fit_args(arm, quantizer, seed, os.path.join(base_dir, "model.keras")), out)
+                todo.append(job(fit_args(arm, quantizer, seed, os.path.join(base_dir, "model.keras")), out,
+                                needs=base_dir))
                 folders[(quantizer, arm)].append(out)
         for seed in [s for s in range(FLAGS.baseline_seeds) if s != FLAGS.baseline_seed][:FLAGS.baseline_seeds - 1]:
             out = baseline_dir(runs_dir, quantizer, seed)
-            if train:
-                run_fit(fit_args("baseline", quantizer, seed, None), out)
+            todo.append(job(fit_args("baseline", quantizer, seed, None), out))
             folders[(quantizer, "baseline")].append(out)
+
+    def finished():
+        return {key: [out for out in outs if complete(out)] for key, outs in folders.items()}
+
+    if train:
+        run_jobs(todo, None if on_done is None else lambda j: on_done(j.out, finished()))
     if FLAGS.dry_run:
         return folders
-    return {key: [out for out in outs if complete(out)] for key, outs in folders.items()}
+    return finished()
 
 
 def compared_campaign():
@@ -270,12 +307,28 @@ def main(argv):
         sweep(runs_dir, results_dir)
         return
     compare = compared_campaign()
-    folders = campaign(runs_dir, train=not FLAGS.report_only)
+
+    def report_all(folders):
+        summarize(folders, results_dir, compare)
+        if FLAGS.figures:
+            figures(folders, results_dir)
+
+    def after_run(out, folders):
+        """The report of the runs complete so far, then --after_run; a failure of
+        either is printed and the campaign goes on (its runs matter more)."""
+        try:
+            report_all(folders)
+        except (Exception, SystemExit) as e:  # summarize fails with SystemExit
+            print(f"report not regenerated after {out}: {e}", flush=True)
+        if FLAGS.after_run:
+            result = subprocess.run(FLAGS.after_run, shell=True, cwd=ROOT, env={**os.environ, "RUN_DIR": out})
+            if result.returncode:
+                print(f"--after_run exited {result.returncode} after {out}", flush=True)
+
+    folders = campaign(runs_dir, on_done=after_run, train=not FLAGS.report_only)
     if FLAGS.dry_run:
         return
-    summarize(folders, results_dir, compare)
-    if FLAGS.figures:
-        figures(folders, results_dir)
+    report_all(folders)
 
 
 if __name__ == "__main__":

@@ -69,16 +69,18 @@ def bireal_stages(x: tf.Tensor, stages: tuple[int, ...], blocks: int, conv_kwarg
 
 
 def resnet20(quantizer: str | None = "dorefa", num_classes: int = 10, input_shape: tuple[int, int, int] = (32, 32, 3),
-             stages: tuple[int, ...] = (16, 32, 64), blocks: int = 3, name: str = "resnet20") -> tf.keras.Model:
+             stages: tuple[int, ...] = (16, 32, 64), blocks: int = 3, prelu: bool = False,
+             name: str = "resnet20") -> tf.keras.Model:
     """Binary ResNet-20. `quantizer`: `"dorefa"`, `"xnor"`, `"binarynet"`, or `None`
-    for the same network in full precision."""
+    for the same network in full precision; `prelu`: a PReLU after each binary
+    conv's BN (`resnet20_prelu`)."""
     conv_kwargs = binary_conv_kwargs(quantizer)
     inputs = tf.keras.Input(input_shape, name="image")
     x = tf.keras.layers.Conv2D(stages[0], 3, padding="same", use_bias=False, name="conv1")(inputs)
     x = _bn("conv1_bn")(x)
     if quantizer is None:
         x = tf.keras.layers.ReLU(name="conv1_relu")(x)
-    x = bireal_stages(x, stages, blocks, conv_kwargs, relu=quantizer is None)
+    x = bireal_stages(x, stages, blocks, conv_kwargs, prelu=prelu, relu=quantizer is None)
     x = tf.keras.layers.GlobalAveragePooling2D(name="pool")(x)
     outputs = tf.keras.layers.Dense(num_classes, name="logits")(x)
     return tf.keras.Model(inputs, outputs, name=f"{name}_{quantizer}" if quantizer else f"{name}_fp")
@@ -90,6 +92,17 @@ def resnet8(quantizer: str | None = "dorefa", num_classes: int = 10,
     18). It traces and trains about three times faster: the tiny protocol and quick
     trials use it; results in the paper's tables are ResNet-20."""
     return resnet20(quantizer, num_classes=num_classes, input_shape=input_shape, blocks=1, name="resnet8")
+
+
+def resnet20_prelu(quantizer: str | None = "dorefa", num_classes: int = 10,
+                   input_shape: tuple[int, int, int] = (32, 32, 3)) -> tf.keras.Model:
+    """Binary ResNet-20 with a PReLU after every binary conv's BN, as the paper's
+    ImageNet baseline ("Bi-Real + PReLU", Sec. 4.3) has: 18 PReLUs, 672 more
+    parameters (one slope per channel). The paper's CIFAR-10 ResNet-20 names no
+    PReLU; this variant is the candidate baseline in case the plain one falls
+    short of the paper's 85 % under its own SGD recipe (docs/recipe.md)."""
+    return resnet20(quantizer, num_classes=num_classes, input_shape=input_shape, prelu=True,
+                    name="resnet20_prelu")
 
 
 def resnet20_fp(num_classes: int = 10, input_shape: tuple[int, int, int] = (32, 32, 3),
