@@ -66,7 +66,7 @@ def test_pinned_env_sizes_tensorflow_threads_to_the_cores():
 
 
 def test_two_runs_at_once_each_stay_on_their_own_core(tmp_path):
-    a, b = fake(tmp_path / "a", 1.5), fake(tmp_path / "b", 1.5)
+    a, b = fake(tmp_path / "a", 3.0), fake(tmp_path / "b", 3.0)
     cores = sorted(os.sched_getaffinity(0))[:2]
     assert jobs.run_jobs([a, b], n=2, cores=cores, poll=0.05, log=lambda _: None) == []
     ra, rb = record(a.out), record(b.out)
@@ -77,7 +77,7 @@ def test_two_runs_at_once_each_stay_on_their_own_core(tmp_path):
 
 
 def test_an_arm_never_starts_before_its_baseline_is_complete(tmp_path):
-    base = fake(tmp_path / "baseline", 1.0)
+    base = fake(tmp_path / "baseline", 2.5)
     arms = [fake(tmp_path / f"arm{k}", 0.0, needs=base.out) for k in range(2)]
     other = fake(tmp_path / "other_baseline", 0.0)  # needs nothing: may overtake the waiting arms
     done = []
