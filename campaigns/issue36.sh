@@ -49,6 +49,10 @@ if [ -z "${BASELINE:-}" ]; then
 fi
 ARMS="--arms baseline,finetune,lns,lns_no_noisy --seeds 5 --arm_seeds lns_no_noisy=3 --jobs 2"
 MODEL=$([ "$BASELINE" = campaigns/paper_prelu ] && echo "--model resnet20_prelu")
+# After each LNS run, the best hold-out LNS run so far is kept, baked, as the
+# resnet20_lns candidate (its last epoch: best.keras does not outlive a session).
+SHIP=".venv/bin/python campaigns/ship_best_lns.py --campaign $BASELINE --checkpoint model.keras"
 # shellcheck disable=SC2016  # RUN_DIR is the runner's, expanded when each run ends
-$P $MODEL --runs_dir "$BASELINE" --results_dir docs/results/paper $ARMS \
-  --after_run 'bash campaigns/commit_results.sh "Campaign paper: ${RUN_DIR#campaigns/}"'
+AFTER='case "$RUN_DIR" in */lns*) '"$SHIP"' && git add -f '"$BASELINE"'/shipped;; esac;
+  bash campaigns/commit_results.sh "Campaign paper: ${RUN_DIR#campaigns/}"'
+$P $MODEL --runs_dir "$BASELINE" --results_dir docs/results/paper $ARMS --after_run "$AFTER"

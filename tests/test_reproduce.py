@@ -26,8 +26,10 @@ def tiny_campaign(tmp_path_factory):
     test reuses its runs (a baseline and the finetune reference) instead of
     training its own: both tests share an xdist group."""
     runs = str(tmp_path_factory.mktemp("tiny_campaign") / "runs")
+    # --after_run logs each run that ends, with the results table's rows at that moment.
+    hook = f'echo "$RUN_DIR $(($(wc -l < {runs}/results/results.csv) - 1))" >> {runs}/after_run.log'
     command = [sys.executable, REPRODUCE, "--protocol", "tiny", "--dataset", "digits", "--runs_dir", runs,
-               "--baseline_seeds", "2", "--jobs", "2"]
+               "--baseline_seeds", "2", "--jobs", "2", "--after_run", hook]
     proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     log = os.path.join(runs, "dorefa", "seed0", "finetune", "log.csv")
@@ -66,6 +68,18 @@ def test_tiny_campaign_every_arm_resume_and_skip(tiny_campaign):
     # started before its baseline's model.keras existed would have failed the campaign.
     cores = [json.load(open(os.path.join(ROOT, r["run"], "metrics.json")))["cores"] for r in rows]
     assert all(len(c) == 1 for c in cores) and len({c[0] for c in cores}) == 2, cores
+    # After every run that ended, the report was regenerated, then --after_run ran
+    # once: the k-th run to end saw at least k complete runs in the table (two runs
+    # that end in the same second both see both). Every run the resumed invocation
+    # trained is there; a run of the first one may have ended as it was killed.
+    with open(os.path.join(runs, "after_run.log")) as f:
+        ended = [line.split() for line in f]
+    outs = [out for out, _ in ended]
+    paths = [os.path.normpath(os.path.join(ROOT, r["run"])) for r in rows]
+    assert len(outs) == len(set(outs)) and set(outs) <= set(paths)
+    assert {p for p in paths if f"complete, skipped: {p}" not in result.stdout} <= set(outs)
+    seen = [int(n) for _, n in ended]
+    assert all(n >= k for k, n in enumerate(seen, start=1)) and seen == sorted(seen) and seen[-1] == len(rows)
     for r in rows:  # fractions in the CSV, exactly the runs' own figures
         with open(os.path.join(ROOT, r["run"], "metrics.json")) as f:
             run = json.load(f)
