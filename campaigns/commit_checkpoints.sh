@@ -15,6 +15,11 @@
 # are untracked if an earlier call committed them. commit_results.sh untracks a
 # run's checkpoint once the run is complete.
 #
+# Budget (issue 36: the packed repository grows by at most 250 MiB): a run whose
+# checkpoint is over 5 MB (an LNS run's) and that has trained for less than an hour
+# (elapsed.json) is not committed; it starts again next session, losing at most an
+# hour of one core instead of adding 19 MB (compressed) to the history.
+#
 # The training processes are stopped (SIGSTOP) while the files are added, so that
 # no checkpoint is half written, and continued afterwards.
 cd "$(dirname "$0")/.."
@@ -30,6 +35,12 @@ for run in $(find campaigns -name fit.log -printf '%h\n' | sort); do
   elif has_files "$run/backup_warmup"; then checkpoint=backup_warmup
   else continue
   fi
+  size_kb=$(du -sk "$run/$checkpoint" | cut -f1)
+  seconds=$(python3 -c "import json; print(int(json.load(open('$run/elapsed.json'))['seconds']))" 2>/dev/null || echo 0)
+  if [ "$size_kb" -gt 5120 ] && [ "$seconds" -lt 3600 ]; then
+    echo "not committed: $run ($checkpoint, $((size_kb / 1024)) MB) has trained ${seconds} s only; it starts again"
+    continue
+  fi
   git rm -r -q --cached --ignore-unmatch "$run/backup" "$run/backup_warmup" "$run/warmup.weights.h5" \
     "$run/best.keras" "$run/last.keras" > /dev/null
   git add -f "$run/$checkpoint"
@@ -38,5 +49,5 @@ for run in $(find campaigns -name fit.log -printf '%h\n' | sort); do
   done
   echo "checkpoint of $run ($checkpoint, $(du -sh "$run/$checkpoint" | cut -f1)): $(($(wc -l < "$run/log.csv" 2>/dev/null || echo 1) - 1)) epochs"
 done
-git diff --cached --quiet || git commit -qm "${1:-Campaign checkpoints of the runs in flight (rerun the campaign's command to resume them)}"
+git diff --cached --quiet || git commit -qm "${1:-Campaign checkpoints of the runs in flight (rerun the campaign command to resume them)}"
 git log --oneline -1

@@ -1,0 +1,83 @@
+"""campaigns/commit_checkpoints.sh: one checkpoint per run in flight, nothing more.
+
+The script runs in a scratch git repository holding fake run folders, laid out as
+fit.py leaves them.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+
+from .conftest import ROOT
+
+
+def _git(repo, *args):
+    return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=True).stdout
+
+
+def _run(repo, name, seconds, checkpoint="backup", size=1000, complete=False, extra=()):
+    """A run folder: its logs, elapsed training time and checkpoint (`backup`,
+    `warmup.weights.h5` or `backup_warmup`) of `size` bytes, plus `extra` files."""
+    out = repo / "campaigns" / "c" / name
+    out.mkdir(parents=True)
+    (out / "fit.log").write_text("Epoch 1/400\n")
+    (out / "log.csv").write_text("epoch,accuracy\n0,0.3\n1,0.4\n")
+    (out / "elapsed.json").write_text(json.dumps({"seconds": seconds}))
+    (out / "flip_reference.npz").write_bytes(b"ref")
+    path = out / checkpoint
+    if checkpoint.startswith("backup"):
+        (path / "chief").mkdir(parents=True)
+        path = path / "chief" / "ckpt-2.data-00000-of-00001"
+    path.write_bytes(os.urandom(size))
+    for name in extra:
+        (out / name).write_bytes(b"x")
+    if complete:
+        (out / "metrics.json").write_text("{}")
+    return out
+
+
+def test_commit_checkpoints_commits_one_checkpoint_per_run_in_flight(tmp_path):
+    repo = tmp_path / "repo"
+    (repo / "campaigns").mkdir(parents=True)
+    shutil.copy(os.path.join(ROOT, "campaigns", "commit_checkpoints.sh"), repo / "campaigns")
+    _git(repo, "init", "-q")
+    _git(repo, "config", "user.email", "t@t")
+    _git(repo, "config", "user.name", "t")
+    baseline = _run(repo, "baseline", 100.0, extra=["best.keras", "last.keras"])
+    # An earlier session committed an older checkpoint and best.keras side by side.
+    old = baseline / "backup" / "chief" / "ckpt-1.data-00000-of-00001"
+    old.write_bytes(b"old")
+    _git(repo, "add", "-f", str(old), str(baseline / "best.keras"), "campaigns/commit_checkpoints.sh")
+    _git(repo, "commit", "-qm", "earlier session")
+    old.unlink()  # BackupAndRestore replaced it since
+    young_lns = _run(repo, "young_lns", 600.0, size=6 << 20)
+    old_lns = _run(repo, "old_lns", 4000.0, size=6 << 20, extra=["warmup.weights.h5", "warmup.json"])
+    warm = _run(repo, "warm_started", 30.0, checkpoint="warmup.weights.h5", extra=["warmup.json"])
+    done = _run(repo, "done", 9000.0, complete=True)
+
+    result = subprocess.run(["bash", "campaigns/commit_checkpoints.sh", "checkpoints"], cwd=repo,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    tracked = set(_git(repo, "ls-files").split())
+
+    def rel(path):
+        return os.path.relpath(path, repo)
+
+    logs = {"fit.log", "log.csv", "elapsed.json", "flip_reference.npz"}
+    ckpt = "backup/chief/ckpt-2.data-00000-of-00001"
+    # The baseline: its current checkpoint and logs; not best.keras, last.keras or the old checkpoint.
+    assert {rel(baseline / n) for n in [*logs, ckpt]} <= tracked
+    assert not {rel(baseline / n) for n in ["best.keras", "last.keras", "backup/chief/ckpt-1.data-00000-of-00001"]
+                } & tracked
+    # An LNS run past its first hour: its fine-tuning checkpoint, not warmup.weights.h5.
+    assert rel(old_lns / ckpt) in tracked and rel(old_lns / "warmup.json") in tracked
+    assert rel(old_lns / "warmup.weights.h5") not in tracked
+    # An LNS run younger than an hour with a large checkpoint: nothing (it starts again).
+    assert not any(t.startswith(rel(young_lns)) for t in tracked)
+    assert f"not committed: {rel(young_lns)}" in result.stdout
+    # A warm start done, fine-tuning not begun: its warm start's weights (small here).
+    assert {rel(warm / "warmup.weights.h5"), rel(warm / "warmup.json")} <= tracked
+    # A complete run is commit_results.sh's business.
+    assert not any(t.startswith(rel(done)) for t in tracked)
+    assert _git(repo, "log", "-1", "--format=%s").strip() == "checkpoints"
