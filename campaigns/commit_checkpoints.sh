@@ -24,7 +24,7 @@
 # no checkpoint is half written, and continued afterwards.
 cd "$(dirname "$0")/.."
 has_files() { [ -d "$1" ] && [ -n "$(find "$1" -type f -print -quit)" ]; }
-pids=$(pgrep -f "train/fit.py" || true)
+pids=$(pgrep -f "${PAUSE:-train/fit.py}" || true)  # PAUSE: which processes to stop (the tests' own)
 # shellcheck disable=SC2086
 [ -n "$pids" ] && kill -STOP $pids
 trap '[ -n "$pids" ] && kill -CONT $pids 2>/dev/null' EXIT

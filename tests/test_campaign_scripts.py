@@ -56,8 +56,10 @@ def test_commit_checkpoints_commits_one_checkpoint_per_run_in_flight(tmp_path):
     warm = _run(repo, "warm_started", 30.0, checkpoint="warmup.weights.h5", extra=["warmup.json"])
     done = _run(repo, "done", 9000.0, complete=True)
 
+    # PAUSE: stop no process of this machine (the script stops the campaign's while it adds files).
     result = subprocess.run(["bash", "campaigns/commit_checkpoints.sh", "checkpoints"], cwd=repo,
-                            capture_output=True, text=True, timeout=120)
+                            capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PAUSE": f"no-such-process-{os.getpid()}-x"})
     assert result.returncode == 0, result.stderr
     tracked = set(_git(repo, "ls-files").split())
 
