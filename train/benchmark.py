@@ -32,7 +32,6 @@ step time as JSON. The peak memory is the process's, all models together: run on
 model per command for its own.
 """
 
-import json
 import os
 import resource
 import sys
@@ -41,6 +40,7 @@ import time
 from absl import app, flags, logging
 
 import lns_larq  # noqa: F401  (Keras 2 and oneDNN before TensorFlow loads)
+from cli import write_json
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("models", ["resnet20", "resnet20_lns"], "Registry models to compare; the first is the reference.")
@@ -294,10 +294,7 @@ def main(argv):
         sys.exit(f"benchmark.py: error: {e}")
     print("\n".join(table(report)))
     if FLAGS.output:
-        os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
-        with open(FLAGS.output, "w") as f:
-            json.dump(report, f, indent=1)
-        print(f"written to {FLAGS.output}")
+        write_json(FLAGS.output, report)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import tempfile
 
 from absl import app, flags
 
-from cli import fail
+from cli import fail, write_json
 
 FLAGS = flags.FLAGS
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -107,10 +107,7 @@ def main(argv):
                   batch_size=FLAGS.batch_size, steps=FLAGS.steps, warmup=FLAGS.warmup,
                   command=" ".join([os.path.basename(sys.executable), *sys.argv]), results=rows)
     if FLAGS.output:
-        os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
-        with open(FLAGS.output, "w") as f:
-            json.dump(report, f, indent=1)
-        print(f"written to {FLAGS.output}")
+        write_json(FLAGS.output, report)
 
 
 if __name__ == "__main__":

@@ -11,14 +11,16 @@ fail("--model_path runs/x/model.keras: no such file")  # export.py: error: --mod
 ```
 
 `model_file` is the check that `evaluate.py` and `export.py` make of their
-positional arguments and `--model_path` before anything else.
+positional arguments and `--model_path` before anything else; `write_json` writes
+a benchmark's figures.
 """
 
+import json
 import os
 import sys
 from typing import NoReturn
 
-__all__ = ["fail", "model_file"]
+__all__ = ["fail", "model_file", "write_json"]
 
 
 def fail(message: str) -> NoReturn:
@@ -36,3 +38,11 @@ def model_file(argv, model_path) -> str:
     if not os.path.isfile(model_path):
         fail(f"--model_path {model_path}: no such file")
     return model_path
+
+
+def write_json(path: str, report: dict) -> None:
+    """Write `report` to `path` as JSON (its folder made if needed) and say so."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(report, f, indent=1)
+    print(f"written to {path}")
