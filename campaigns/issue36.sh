@@ -13,7 +13,7 @@ read -r -a CORES <<< "$(python3 -c 'import os; print(*sorted(os.sched_getaffinit
 ONE_THREAD="env TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1"
 
 # 1. The two 400-epoch baseline candidates at once, one core each (two pinned runs
-#    train 1.07-1.19x faster in all than one run on both cores, docs/benchmarks.md):
+#    train 1.07-1.20x faster in all than one run on both cores, docs/benchmarks.md):
 #    the paper's ResNet-20 (SGD 0.1, cosine, 400 epochs) and, as the hedge should it
 #    fall short of 84 %, the same recipe with a PReLU after every binary conv.
 #    Once one is complete, the other trains alone on every core.
