@@ -13,6 +13,11 @@ from lns_larq.keras_utils import all_layers, is_binarized_conv
 from lns_larq.quantizers import quantized_kernel
 
 
+def has_checkpoint(folder: str) -> bool:
+    """Whether `folder` (a `BackupAndRestore` folder) holds a checkpoint to resume from."""
+    return os.path.isdir(folder) and any(files for _, _, files in os.walk(folder))
+
+
 def binary_signs(model: tf.keras.Model) -> dict[str, np.ndarray]:
     """`{layer name: int8 signs of the binary weights}` for every binarized conv."""
     return {

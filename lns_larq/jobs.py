@@ -35,7 +35,7 @@ import subprocess
 import time
 from collections.abc import Callable, Sequence
 
-__all__ = ["Job", "JobError", "complete", "core_groups", "pinned_env", "run_jobs"]
+__all__ = ["Job", "JobError", "complete", "core_groups", "pinned_env", "popen", "run_jobs"]
 
 
 class JobError(RuntimeError):
@@ -82,6 +82,15 @@ def pinned_env(cores: Sequence[int], env: dict | None = None) -> dict:
     env = dict(os.environ if env is None else env)
     env.update(TF_NUM_INTRAOP_THREADS=str(len(cores)), TF_NUM_INTEROP_THREADS="1")
     return env
+
+
+def popen(command: Sequence[str], cores: Sequence[int] | None = None, **kwargs) -> subprocess.Popen:
+    """`subprocess.Popen(command, **kwargs)`, pinned to `cores` with `pinned_env`'s
+    threads (None: this process's cores and environment)."""
+    if cores is None:
+        return subprocess.Popen(list(command), **kwargs)
+    return subprocess.Popen(list(command), env=pinned_env(cores),
+                            preexec_fn=lambda: os.sched_setaffinity(0, cores), **kwargs)
 
 
 def _lock(out: str):
@@ -161,13 +170,8 @@ def run_jobs(jobs: Sequence[Job], n: int = 1, on_done: Callable[[Job], None] | N
 
 def _start(job, cores, log):
     lock = _lock(job.out)
-    env, preexec = None, None
-    if cores is not None:
-        env = pinned_env(cores)
-        preexec = lambda: os.sched_setaffinity(0, cores)  # noqa: E731  (in the child, before exec)
     where = "" if cores is None else f" [cores {','.join(map(str, cores))}]"
     log(" ".join(job.command) + where)
     with open(job.log, "a") as output:
-        process = subprocess.Popen(list(job.command), stdout=output, stderr=subprocess.STDOUT, env=env,
-                                   preexec_fn=preexec)
+        process = popen(job.command, cores, stdout=output, stderr=subprocess.STDOUT)
     return process, lock

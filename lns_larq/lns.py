@@ -12,7 +12,7 @@ from typing import Any
 import larq as lq
 import tensorflow as tf
 
-from lns_larq.callbacks import LayerLog
+from lns_larq.callbacks import LayerLog, has_checkpoint
 from lns_larq.keras_utils import (
     all_layers,
     build_compiled,
@@ -494,11 +494,6 @@ FINE_TUNING_OPTIONS = (
 )
 
 
-def _has_checkpoint(folder):
-    """Whether `folder` (a BackupAndRestore folder) holds a checkpoint."""
-    return os.path.isdir(folder) and any(files for _, _, files in os.walk(folder))
-
-
 @register
 class LNS(Method):
     """LNS as a training method (`<model>_lns`).
@@ -542,7 +537,7 @@ class LNS(Method):
             model.load_weights(weights_path)
             with open(report_path) as f:
                 return json.load(f)
-        if os.path.exists(report_path) and _has_checkpoint(os.path.join(run.output_dir, "backup")):
+        if os.path.exists(report_path) and has_checkpoint(os.path.join(run.output_dir, "backup")):
             # Resumed in fine-tuning: its checkpoint (BackupAndRestore) restores every
             # weight, mappings included, so it alone resumes the run; a campaign commits
             # it without warmup.weights.h5 (campaigns/commit_checkpoints.sh).

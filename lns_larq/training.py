@@ -356,10 +356,6 @@ _FINE_TUNING_LOGS = ("log.csv", "layers.csv", "elapsed.json", "flip_reference.np
 _WARM_START_LOGS = ("warmup.json", "warmup_log.csv", os.path.join("warmup", "layers.csv"))
 
 
-def _has_files(folder):
-    return os.path.isdir(folder) and any(files for _, _, files in os.walk(folder))
-
-
 def _set_aside_stale_logs(out):
     """Move the logs of `out` whose checkpoint is gone to `out/stale/<n>/`.
 
@@ -368,13 +364,13 @@ def _set_aside_stale_logs(out):
     best epoch and wall time belong to neither. Nothing is deleted.
     """
     stale = []
-    fine_tuning = _has_files(os.path.join(out, "backup"))
+    fine_tuning = lns_callbacks.has_checkpoint(os.path.join(out, "backup"))
     if not fine_tuning:
         stale += [n for n in _FINE_TUNING_LOGS if os.path.exists(os.path.join(out, n))]
     # A fine-tuning checkpoint holds the warm start's result too (the mappings are
     # model weights), so the warm start's logs stay with it.
     if not (fine_tuning or os.path.exists(os.path.join(out, "warmup.weights.h5"))
-            or _has_files(os.path.join(out, "backup_warmup"))):
+            or lns_callbacks.has_checkpoint(os.path.join(out, "backup_warmup"))):
         stale += [n for n in _WARM_START_LOGS if os.path.exists(os.path.join(out, n))]
     if not stale:
         return

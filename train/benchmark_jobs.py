@@ -44,10 +44,7 @@ def benchmark(model, folder, name, cores=None):
     output = os.path.join(folder, f"{name}.json")
     command = [sys.executable, BENCHMARK, f"--models={model}", f"--batch_size={FLAGS.batch_size}",
                f"--steps={FLAGS.steps}", f"--warmup={FLAGS.warmup}", f"--output={output}"]
-    env = None if cores is None else jobs.pinned_env(cores)
-    preexec = None if cores is None else (lambda: os.sched_setaffinity(0, cores))
-    process = subprocess.Popen(command, env=env, preexec_fn=preexec, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
+    process = jobs.popen(command, cores, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     return process, output
 
 
