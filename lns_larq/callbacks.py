@@ -1,5 +1,6 @@
 """Keras callbacks for binary networks: flips of the binary weights (`FlipRate`), test
-figures beside a hold-out (`TestAccuracy`), and the per-layer log both write (`LayerLog`).
+figures beside a hold-out (`TestAccuracy`), and the per-layer log both write (`LayerLog`);
+and two helpers for `BackupAndRestore`'s checkpoints (`has_checkpoint`, `zero_momentum`).
 
 The monitor of LNS's mappings is LNS's own: `lns_larq.lns.LNSMonitor`.
 """
@@ -16,6 +17,58 @@ from lns_larq.quantizers import quantized_kernel
 def has_checkpoint(folder: str) -> bool:
     """Whether `folder` (a `BackupAndRestore` folder) holds a checkpoint to resume from."""
     return os.path.isdir(folder) and any(files for _, _, files in os.walk(folder))
+
+
+def zero_momentum(folder: str) -> int:
+    """Zero the SGD momentum in the newest checkpoint of `folder` (a `BackupAndRestore`
+    folder), in place; returns how many tensors it zeroed.
+
+    A checkpoint of momentum SGD holds every trainable weight twice: the weight and its
+    momentum. An LNS ResNet-20's is about 20 MB, most of it its mappings'. With the
+    momentum at zero the file keeps its size, but zlib (git's object store) packs the
+    zeros to nothing, which halves what committing it costs. Resuming from it is a
+    resume whose first steps take no momentum: with SGD's 0.9 the velocity is back
+    within about 10 steps. The tensors are SGD's `momentums` (found by name in the
+    checkpoint's object graph); any other optimizer's state, Adam's for instance, is
+    kept as it is, since Adam's bias correction would turn a zeroed second moment
+    into outsized steps.
+
+    ```python
+    lns_larq.callbacks.zero_momentum("runs/x/backup")  # 65 for a ResNet-20 run with SGD
+    ```
+    """
+    from tensorflow.core.protobuf import trackable_object_graph_pb2
+
+    zeroed = 0
+    for directory, _, files in os.walk(folder):
+        prefix = tf.train.latest_checkpoint(directory) if "checkpoint" in files else None
+        if prefix is None:
+            continue
+        reader = tf.train.load_checkpoint(prefix)
+        graph = trackable_object_graph_pb2.TrackableObjectGraph()
+        graph.ParseFromString(reader.get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"))
+        # tf-keras's SGD keeps its velocities in the list `momentums`: the node
+        # (optimizer) -> "momentums" -> one child per variable -> its checkpoint key.
+        keys = {
+            attribute.checkpoint_key
+            for node in graph.nodes for child in node.children if child.local_name == "momentums"
+            for slot in graph.nodes[child.node_id].children
+            for attribute in graph.nodes[slot.node_id].attributes
+        }
+        if not keys:
+            continue
+        dtypes = reader.get_variable_to_dtype_map()
+        names = sorted(dtypes)
+        tensors = [tf.zeros_like(reader.get_tensor(n)) if n in keys else tf.constant(reader.get_tensor(n), dtypes[n])
+                   for n in names]
+        # Written beside the original, then moved over it: an interrupted call
+        # leaves the original checkpoint whole.
+        tmp = prefix + ".zero-momentum"
+        tf.raw_ops.SaveV2(prefix=tmp, tensor_names=names, shape_and_slices=[""] * len(names), tensors=tensors)
+        for suffix in (".data-00000-of-00001", ".index"):
+            os.replace(tmp + suffix, prefix + suffix)
+        zeroed += len(keys)
+    return zeroed
 
 
 def binary_signs(model: tf.keras.Model) -> dict[str, np.ndarray]:

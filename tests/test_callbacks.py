@@ -2,6 +2,8 @@
 true start, and the hardtanh bound and the noisy-objective warm start do what
 their documentation says (issue 12, item 5)."""
 
+import os
+
 import lns_larq  # noqa: F401  # isort: skip  (Keras 2 before TensorFlow)
 import larq as lq
 import numpy as np
@@ -208,3 +210,87 @@ def test_warm_start_on_the_noisy_objective_trains_only_the_mappings():
         np.testing.assert_array_equal(w.numpy(), b, err_msg=w.name)
     assert all(np.any(w.numpy() != b) for w, b in zip(mapping.weights, before_mapping))
     assert lns.agreement(model) > start + 0.3  # measured: 0.46 -> 0.89 in 40 steps
+
+
+def _interrupted_then_resumed(tmp_path, optimizer, between=None):
+    """Fit a small binary model one epoch with BackupAndRestore, interrupt it, run
+    `between(backup folder)`, then resume it with a learning rate of 0. Returns the
+    weights and optimizer variables at the interruption and after the resumed run's
+    first step (at lr 0, a momentum m becomes 0.9 m and no weight moves)."""
+
+    class Interrupt(tf.keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            raise KeyboardInterrupt
+
+    class AfterFirstStep(tf.keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):  # after BackupAndRestore's restore
+            self.model.optimizer.learning_rate.assign(0.0)
+
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 0:
+                self.state = ([w.numpy() for w in self.model.weights],
+                              [v.numpy() for v in self.model.optimizer.variables])
+
+    x = np.random.default_rng(0).standard_normal((64, 6, 6, 3)).astype(np.float32)
+    data = tf.data.Dataset.from_tensor_slices((x, np.arange(64) % 5)).batch(16)
+    backup = str(tmp_path / "backup")
+
+    def fit(callback):
+        tf.keras.utils.set_random_seed(0)
+        model = binary_model()
+        model.compile(optimizer(), tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        try:
+            model.fit(data, epochs=2, verbose=0,
+                      callbacks=[tf.keras.callbacks.BackupAndRestore(backup), callback])
+        except KeyboardInterrupt:
+            pass
+        return model
+
+    model = fit(Interrupt())
+    at_interrupt = ([w.numpy() for w in model.weights], [v.numpy() for v in model.optimizer.variables])
+    zeroed = between(backup) if between else None
+    resumed = AfterFirstStep()
+    fit(resumed)
+    return at_interrupt, resumed.state, zeroed
+
+
+def test_zero_momentum_keeps_the_weights_and_resumes_without_the_momentum(tmp_path):
+    from lns_larq.callbacks import zero_momentum
+
+    sgd = lambda: tf.keras.optimizers.SGD(0.5, momentum=0.9)  # noqa: E731
+    (weights, optimizer), (weights_after, optimizer_after), zeroed = _interrupted_then_resumed(
+        tmp_path / "zeroed", sgd, zero_momentum)
+    momentums = [v for v in optimizer if v.ndim > 0]  # iterations and learning rate are scalars
+    assert zeroed == len(momentums) == 3  # the conv's kernel, the dense layer's kernel and bias
+    assert all(np.abs(m).max() > 0 for m in momentums)  # there was momentum to lose
+    for before, after in zip(weights, weights_after):
+        np.testing.assert_array_equal(before, after)  # restored exactly; lr 0 moved nothing
+    assert all(not np.any(v) for v in optimizer_after if v.ndim > 0)
+    assert [v for v in optimizer_after if v.ndim == 0][0] == optimizer[0] + 1  # iterations went on
+
+    # The same without zero_momentum: the resumed run keeps its momentum (0.9 m after
+    # a step at lr 0), so the check above does see what zero_momentum changes.
+    (_, optimizer), (_, optimizer_after), _ = _interrupted_then_resumed(tmp_path / "kept", sgd)
+    for before, after in zip([v for v in optimizer if v.ndim > 0], [v for v in optimizer_after if v.ndim > 0]):
+        np.testing.assert_allclose(after, 0.9 * before, rtol=1e-6)
+
+
+def test_zero_momentum_leaves_adam_alone(tmp_path):
+    """Adam's moments stay: its bias correction would make a zeroed second moment
+    take outsized steps. The checkpoint's files are left byte for byte."""
+    from lns_larq.callbacks import zero_momentum
+
+    files = {}
+
+    def zero_and_compare(backup):
+        paths = [os.path.join(d, f) for d, _, fs in os.walk(backup) for f in fs]
+        files.update({p: open(p, "rb").read() for p in paths})
+        zeroed = zero_momentum(backup)
+        assert all(open(p, "rb").read() == data for p, data in files.items())
+        return zeroed
+
+    (_, optimizer), _, zeroed = _interrupted_then_resumed(
+        tmp_path, lambda: tf.keras.optimizers.Adam(0.01), zero_and_compare)
+    assert zeroed == 0
+    assert any(name.endswith(".index") for name in files)  # there was a checkpoint to leave alone
+    assert len([v for v in optimizer if v.ndim > 0]) == 6  # Adam's two moments per weight

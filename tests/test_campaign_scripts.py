@@ -8,6 +8,8 @@ import json
 import os
 import shutil
 import subprocess
+import sys
+import zlib
 
 from .conftest import ROOT
 
@@ -37,13 +39,29 @@ def _run(repo, name, seconds, checkpoint="backup", size=1000, complete=False, ex
     return out
 
 
-def test_commit_checkpoints_commits_one_checkpoint_per_run_in_flight(tmp_path):
+def _repo(tmp_path):
     repo = tmp_path / "repo"
     (repo / "campaigns").mkdir(parents=True)
     shutil.copy(os.path.join(ROOT, "campaigns", "commit_checkpoints.sh"), repo / "campaigns")
     _git(repo, "init", "-q")
     _git(repo, "config", "user.email", "t@t")
     _git(repo, "config", "user.name", "t")
+    return repo
+
+
+def _commit_checkpoints(repo):
+    # PAUSE: stop no process of this machine (the script stops the campaign's while it
+    # adds files); PYTHON: this one, with lns_larq importable (for zero_momentum).
+    result = subprocess.run(["bash", "campaigns/commit_checkpoints.sh", "checkpoints"], cwd=repo,
+                            capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "PAUSE": f"no-such-process-{os.getpid()}-x",
+                                 "PYTHON": sys.executable, "PYTHONPATH": ROOT})
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_commit_checkpoints_commits_one_checkpoint_per_run_in_flight(tmp_path):
+    repo = _repo(tmp_path)
     baseline = _run(repo, "baseline", 100.0, extra=["best.keras", "last.keras"])
     # An earlier session committed an older checkpoint and best.keras side by side.
     old = baseline / "backup" / "chief" / "ckpt-1.data-00000-of-00001"
@@ -56,11 +74,7 @@ def test_commit_checkpoints_commits_one_checkpoint_per_run_in_flight(tmp_path):
     warm = _run(repo, "warm_started", 30.0, checkpoint="warmup.weights.h5", extra=["warmup.json"])
     done = _run(repo, "done", 9000.0, complete=True)
 
-    # PAUSE: stop no process of this machine (the script stops the campaign's while it adds files).
-    result = subprocess.run(["bash", "campaigns/commit_checkpoints.sh", "checkpoints"], cwd=repo,
-                            capture_output=True, text=True, timeout=120,
-                            env={**os.environ, "PAUSE": f"no-such-process-{os.getpid()}-x"})
-    assert result.returncode == 0, result.stderr
+    result = _commit_checkpoints(repo)
     tracked = set(_git(repo, "ls-files").split())
 
     def rel(path):
@@ -83,3 +97,46 @@ def test_commit_checkpoints_commits_one_checkpoint_per_run_in_flight(tmp_path):
     # A complete run is commit_results.sh's business.
     assert not any(t.startswith(rel(done)) for t in tracked)
     assert _git(repo, "log", "-1", "--format=%s").strip() == "checkpoints"
+
+
+def test_commit_checkpoints_commits_a_checkpoint_without_its_sgd_momentum(tmp_path):
+    """A real fine-tuning checkpoint (SGD with momentum, BackupAndRestore) is
+    committed with its momentum zeroed: it packs smaller, and its weights are kept."""
+    import lns_larq  # noqa: F401  # isort: skip  (Keras 2 before TensorFlow)
+    import numpy as np
+    import tensorflow as tf
+
+    repo = _repo(tmp_path)
+    run = _run(repo, "finetune", 4000.0)
+    shutil.rmtree(run / "backup")
+
+    class Interrupt(tf.keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            raise KeyboardInterrupt
+
+    tf.keras.utils.set_random_seed(0)
+    model = tf.keras.Sequential([tf.keras.Input((32,)), tf.keras.layers.Dense(256), tf.keras.layers.Dense(10)])
+    model.compile(tf.keras.optimizers.SGD(0.1, momentum=0.9),
+                  tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x = np.random.default_rng(0).standard_normal((64, 32)).astype(np.float32)
+    try:
+        model.fit(x, np.arange(64) % 10, epochs=2, verbose=0,
+                  callbacks=[tf.keras.callbacks.BackupAndRestore(str(run / "backup")), Interrupt()])
+    except KeyboardInterrupt:
+        pass
+    prefix = tf.train.latest_checkpoint(str(run / "backup" / "chief"))
+    data = prefix + ".data-00000-of-00001"
+    before = tf.train.load_checkpoint(prefix)
+    weights = {k: before.get_tensor(k) for k in before.get_variable_to_dtype_map() if k.startswith("model/layer")}
+    assert len(weights) == 4
+    full = len(zlib.compress(open(data, "rb").read()))
+
+    result = _commit_checkpoints(repo)
+    assert "4 momentum tensors zeroed" in result.stdout  # two kernels, two biases
+    committed = _git(repo, "ls-files", "-s", os.path.relpath(data, repo)).split()[1]
+    blob = subprocess.run(["git", "cat-file", "blob", committed], cwd=repo, capture_output=True, check=True).stdout
+    assert blob == open(data, "rb").read()  # what is committed is the zeroed file on disk
+    assert len(zlib.compress(blob)) < 0.6 * full  # the momentum, half the file, packs to nothing
+    after = tf.train.load_checkpoint(prefix)
+    for key, value in weights.items():
+        np.testing.assert_array_equal(after.get_tensor(key), value)
