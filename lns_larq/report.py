@@ -4,6 +4,8 @@
 - `results_table`: `results.md`, one row per (quantizer, arm): test accuracy as
   mean ± std over seeds, and each arm's paired difference to `finetune` (same seed,
   same baseline) with its 95 % t-interval (`lns_larq.stats.t_interval`);
+- `regime_table`: where each arm starts and ends (training cross-entropy, training,
+  hold-out and test accuracy), the regime the paper's Fig. 3 describes;
 - `write_results`: `results.csv` (one row per run) and `results.md`;
 - `baseline_comparison`: the arms' paired differences to `finetune` from this
   campaign's baseline and from another campaign's (`read_results_csv`), and the
@@ -40,6 +42,7 @@ __all__ = [
     "paired_differences",
     "read_results_csv",
     "read_run",
+    "regime_table",
     "results_table",
     "run_row",
     "seeds_label",
@@ -121,14 +124,17 @@ def read_results_csv(path: str) -> list[dict]:
     for row in rows:
         row["seed"], row["accuracy"] = int(row["seed"]), float(row["accuracy"])
         row["best_val_accuracy"] = float(row["best_val_accuracy"]) if row.get("best_val_accuracy") else None
+        if row.get("best_test_accuracy"):
+            row["best_test_accuracy"] = float(row["best_test_accuracy"])
     return rows
 
 
 def paired_differences(rows: list[dict], quantizer: str, arm: str, reference: str = "finetune",
                        key: str = "accuracy") -> list[float]:
-    """`arm`'s `key` (test accuracy at the selected epoch; `best_val_accuracy` for the
-    hold-out's there) minus `reference`'s, in points, one per seed both have (the same
-    seed fine-tuned the same baseline: a paired difference)."""
+    """`arm`'s `key` minus `reference`'s, in points, one per seed both have (the same
+    seed fine-tuned the same baseline: a paired difference). `key`: `accuracy` (test
+    accuracy at the selected epoch), `best_test_accuracy` (the best over epochs) or
+    `best_val_accuracy` (the hold-out's, at its selected epoch)."""
     theirs = {r["seed"]: 100 * r[key] for r in rows
               if r["quantizer"] == quantizer and r["arm"] == reference and r[key] is not None}
     return [100 * r[key] - theirs[r["seed"]] for r in rows
@@ -154,12 +160,14 @@ def results_table(rows: list[dict], folders: dict, protocol: str, data: str, hol
            "last epoch, which the arms fine-tune" if holdout else "the last epoch's (no hold-out, no selection)")
         + f" (selection used here: {', '.join(selections)}). Δ to finetune: paired by seed (same baseline), "
         "mean and 95 % t-interval. The baseline row's spread is over baselines trained with different seeds. "
-        "Best test accuracy is selected on the test set (the paper's \"best\"), for comparison only.",
+        "Best test accuracy is selected on the test set (the paper's \"best\"), for comparison only; "
+        "its Δ is paired by seed as well.",
         "",
         "| quantizer | arm | seeds | test acc % (mean ± std) | Δ to finetune, points (95 % CI) | "
-        "final test acc % | best test acc % (test-selected) | flip rate, last epoch | flipped since start | "
+        "final test acc % | best test acc % (test-selected) | Δ best to finetune, points (95 % CI) | "
+        "flip rate, last epoch | flipped since start | "
         "disagreement with labels, last epoch | warm start: agreement, Δ acc points | wall time / run |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
     def fmt(values, spec=".4f"):
@@ -174,10 +182,12 @@ def results_table(rows: list[dict], folders: dict, protocol: str, data: str, hol
         mine = [r for r in rows if r["quantizer"] == quantizer and r["arm"] == arm]
         if not mine:
             continue
-        diffs = paired_differences(rows, quantizer, arm)
-        delta = "–"
-        if arm not in ("baseline", "finetune") and diffs:
-            delta = _interval(*t_interval(diffs), f"n={len(diffs)}")
+        delta, delta_best = "–", "–"
+        if arm not in ("baseline", "finetune"):
+            diffs = paired_differences(rows, quantizer, arm)
+            best_diffs = paired_differences(rows, quantizer, arm, key="best_test_accuracy")
+            delta = _interval(*t_interval(diffs), f"n={len(diffs)}") if diffs else "–"
+            delta_best = _interval(*t_interval(best_diffs), f"n={len(best_diffs)}") if best_diffs else "–"
         warm = "–"
         if any(r["warmup_agreement"] is not None for r in mine):
             warm = (f"{fmt([r['warmup_agreement'] for r in mine])}, "
@@ -185,10 +195,56 @@ def results_table(rows: list[dict], folders: dict, protocol: str, data: str, hol
         lines.append(
             f"| {quantizer} | {arm} | {len(mine)} | {pct([r['accuracy'] for r in mine])} | {delta} | "
             f"{pct([r['final_test_accuracy'] for r in mine])} | {pct([r['best_test_accuracy'] for r in mine])} | "
-            f"{fmt([r['final_flip_rate'] for r in mine])} | "
+            f"{delta_best} | {fmt([r['final_flip_rate'] for r in mine])} | "
             f"{fmt([r['flip_rate_total'] for r in mine])} | {fmt([r['final_disagreement'] for r in mine])} | "
             f"{warm} | {mean_std([r['wall_time_s'] for r in mine])[0] / 60:.0f} min |"
         )
+    return lines
+
+
+def regime_table(folders: dict) -> list[str]:
+    """The lines of a section of `results.md`: where each arm starts and ends, from
+    its runs' `log.csv`, mean over runs. Training cross-entropy at the first and the
+    last fine-tuning epoch, and training, hold-out and test accuracy at the last;
+    for a baseline, its last epoch (the model the arms start from). The paper's
+    Fig. 3 reads the regime from these: fine-tuning's cross-entropy rising at first,
+    and a lower final training loss with a lower test accuracy (overfitting).
+    Training figures are Keras's running means over the epoch's augmented batches,
+    in training mode; an LNS run's `ce` is its loss without the noisy-supervision term."""
+    import numpy as np
+
+    def value(row, *keys):
+        for key in keys:
+            if row.get(key) not in (None, "", "NA"):
+                return float(row[key])
+        return float("nan")
+
+    def cell(values, scale=1.0, spec=".2f"):
+        values = [v for v in values if not math.isnan(v)]
+        return format(scale * float(np.mean(values)), spec) if values else "–"
+
+    lines = [
+        "## The regime: where each arm starts and ends",
+        "",
+        "Mean over runs. Training figures are running means over an epoch's augmented batches (Keras's); "
+        "`ce` is the cross-entropy alone (LNS's loss adds its noisy-supervision term). A baseline's columns "
+        "are its last epoch, the model every arm starts from.",
+        "",
+        "| quantizer | arm | runs | training CE, epoch 1 | training CE, last epoch | training acc %, last epoch | "
+        "hold-out acc %, last epoch | test acc %, last epoch |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for (quantizer, arm), outs in folders.items():
+        logs = [log for log in (read_run(out)[1] for out in outs) if log]
+        if not logs:
+            continue
+        first = "–" if arm == "baseline" else cell([value(log[0], "ce", "loss") for log in logs], spec=".4f")
+        holdout = [value(log[-1], "val_accuracy") if log[-1].get("test_accuracy") else float("nan") for log in logs]
+        lines.append(
+            f"| {quantizer} | {arm} | {len(logs)} | {first} | "
+            f"{cell([value(log[-1], 'ce', 'loss') for log in logs], spec='.4f')} | "
+            f"{cell([value(log[-1], 'accuracy') for log in logs], 100)} | {cell(holdout, 100)} | "
+            f"{cell([value(log[-1], 'test_accuracy', 'val_accuracy') for log in logs], 100)} |")
     return lines
 
 
@@ -249,7 +305,7 @@ def write_results(folders: dict, results_dir: str, root: str, protocol: str, dat
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    lines = results_table(rows, folders, protocol, data, holdout)
+    lines = results_table(rows, folders, protocol, data, holdout) + ["", *regime_table(folders)]
     if compare:
         lines += ["", *baseline_comparison(rows, compare[1], compare[0])]
     with open(os.path.join(results_dir, "results.md"), "w") as f:
@@ -296,13 +352,16 @@ def curves_figure(folders: dict, path: str, root: str, title: str, quantizer_lab
             epochs = np.arange(1, n + 1)
             label = f"{quantizer}/{arm}" if quantizer_labels else arm
             label += f" (n={len(values)})"
-            ax.plot(epochs, values.mean(0), marker="o", label=label, color=color)
+            few = n <= 30  # a marker and a tick per epoch; the paper's 120 epochs get neither
+            ax.plot(epochs, values.mean(0), marker="o" if few else None, label=label, color=color)
             if len(values) > 1:
-                ax.fill_between(epochs, values.mean(0) - values.std(0), values.mean(0) + values.std(0), alpha=0.2,
-                                color=color)
+                # The rates and the cross-entropy are never negative, nor is their band.
+                ax.fill_between(epochs, np.maximum(values.mean(0) - values.std(0), 0),
+                                values.mean(0) + values.std(0), alpha=0.2, color=color)
             ax.set_ylabel(title_)
             ax.set_xlabel("fine-tuning epoch")
-            ax.set_xticks(epochs)
+            if few:
+                ax.set_xticks(epochs)
     for (quantizer, arm), outs in folders.items():
         if arm == "baseline" and outs:
             axes[1].axhline(100 * run_row(outs[0], root, last_epoch=True)["accuracy"], color="gray", linestyle="--",

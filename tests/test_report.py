@@ -92,12 +92,15 @@ def test_run_folders():
     assert protocols.sweep_dir("runs", "dorefa", 2, "rho", 0.02) == "runs/dorefa/seed2/lns_rho0.02"
 
 
-def _run(folder, seed, accuracy, lns=None):
+_LOG = "epoch,val_accuracy,test_accuracy,agreement\n0,0.5,0.5,0.99\n"
+
+
+def _run(folder, seed, accuracy, lns=None, best=None, log=_LOG):
     folder.mkdir(parents=True)
-    (folder / "log.csv").write_text("epoch,val_accuracy,test_accuracy,agreement\n0,0.5,0.5,0.99\n")
+    (folder / "log.csv").write_text(log)
     metrics = dict(config=dict(seed=seed), validation="holdout", epochs=1, wall_time_s=120.0,
                    test_accuracy=accuracy, best_val_accuracy=0.5, selected_epoch=1,
-                   selected_test_accuracy=accuracy, best_test_accuracy=accuracy)
+                   selected_test_accuracy=accuracy, best_test_accuracy=best or accuracy)
     if lns:
         metrics["lns"] = lns
     (folder / "metrics.json").write_text(json.dumps(metrics))
@@ -105,17 +108,39 @@ def _run(folder, seed, accuracy, lns=None):
 
 
 def test_results_table_pairs_arms_by_seed(tmp_path):
-    finetune = [_run(tmp_path / f"s{s}" / "finetune", s, a) for s, a in ((0, 0.70), (1, 0.72))]
-    lns = [_run(tmp_path / f"s{s}" / "lns", s, a, dict(agreement=0.9999, accuracy_change=-0.001))
-           for s, a in ((0, 0.71), (1, 0.74))]
+    finetune = [_run(tmp_path / f"s{s}" / "finetune", s, a, best=b) for s, a, b in ((0, 0.70, 0.75), (1, 0.72, 0.76))]
+    lns = [_run(tmp_path / f"s{s}" / "lns", s, a, dict(agreement=0.9999, accuracy_change=-0.001), best=b)
+           for s, a, b in ((0, 0.71, 0.75), (1, 0.74, 0.78))]
     folders = {("dorefa", "finetune"): finetune, ("dorefa", "lns"): lns}
     rows, lines = report.write_results(folders, str(tmp_path / "results"), str(tmp_path), "short",
                                        "CIFAR-10 (JPEG q75 copy)", 10000)
     assert [r["run"] for r in rows] == ["s0/finetune", "s1/finetune", "s0/lns", "s1/lns"]
-    (line,) = [line for line in lines if line.startswith("| dorefa | lns |")]
+    line = next(line for line in lines if line.startswith("| dorefa | lns |"))  # the first table's
     # Differences 1 and 2 points: mean 1.5, s = 0.7071, t(1 df) = 12.706, half-width 6.35.
     assert "| 72.50 ± 2.12 | +1.50 (-4.85, +7.85), n=2 |" in line
+    # Best test accuracy, paired too: differences 0 and 2 points, mean 1, s = 1.414, half-width 12.71.
+    assert "| 76.50 ± 2.12 | +1.00 (-11.71, +13.71), n=2 |" in line
     assert "| 0.9999, -0.10 | 2 min |" in line
     assert (tmp_path / "results" / "results.md").read_text() == "\n".join(lines) + "\n"
     with pytest.raises(ValueError, match="no complete run"):
         report.write_results({("dorefa", "lns"): []}, str(tmp_path / "empty"), str(tmp_path), "short", "x", 0)
+
+
+def test_regime_table_gives_where_each_arm_starts_and_ends(tmp_path):
+    header = "epoch,accuracy,ce,loss,val_accuracy,test_accuracy\n"
+    baseline = [_run(tmp_path / "baseline", 0, 0.80, log=header + "0,0.70,0.90,0.90,0.78,0.77\n"
+                                                              "1,0.84,0.50,0.50,0.81,0.80\n")]
+    finetune = [_run(tmp_path / f"s{s}" / "finetune", s, 0.8, log=header + f"0,0.8{s},0.6{s},0.6{s},0.8,0.79\n"
+                                                                        f"1,0.9{s},0.3{s},0.3{s},0.8,0.79\n")
+                for s in (0, 2)]
+    # An LNS run: `loss` adds its noisy-supervision term, `ce` is the cross-entropy.
+    lns = [_run(tmp_path / "s0" / "lns", 0, 0.8, log=header + "0,0.80,0.55,0.95,0.82,0.81\n"
+                                                              "1,0.82,0.52,0.92,0.83,0.82\n")]
+    lines = report.regime_table({("dorefa", "baseline"): baseline, ("dorefa", "finetune"): finetune,
+                                 ("dorefa", "lns"): lns, ("dorefa", "bonn"): []})
+    rows = [line for line in lines if line.startswith("| dorefa")]
+    assert rows == [
+        "| dorefa | baseline | 1 | – | 0.5000 | 84.00 | 81.00 | 80.00 |",
+        "| dorefa | finetune | 2 | 0.6100 | 0.3100 | 91.00 | 80.00 | 79.00 |",
+        "| dorefa | lns | 1 | 0.5500 | 0.5200 | 82.00 | 83.00 | 82.00 |",
+    ]
