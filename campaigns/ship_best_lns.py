@@ -2,7 +2,7 @@
 `resnet20_lns` would ship, kept in <campaign>/shipped/.
 
     .venv/bin/python campaigns/ship_best_lns.py            # after each long LNS run
-    .venv/bin/python campaigns/ship_best_lns.py --promote  # ship it: into lns_larq/weights
+    .venv/bin/python campaigns/ship_best_lns.py --promote --why "..."  # ship it: into lns_larq/weights
     .venv/bin/python campaigns/ship_best_lns.py --campaign campaigns/paper --checkpoint model.keras
 
 campaigns/issue20.sh runs it after each `long` LNS run (issue 20, item 6), while
@@ -52,18 +52,22 @@ def keep_best(campaign=CAMPAIGN, checkpoint=CHECKPOINT):
     if not os.path.exists(os.path.join(best, checkpoint)):
         sys.exit(f"{best} has the best hold-out ({100 * runs[best]:.2f} %) but its {checkpoint} is gone")
     os.makedirs(candidate, exist_ok=True)
+    why = ["--why", f"hold-out {100 * runs[best]:.2f} % against {100 * runs[kept]:.2f} %"] if kept in runs else []
     subprocess.run([sys.executable, "train/ship_weights.py", "--run", best, "--name", "resnet20_lns",
-                    "--checkpoint", checkpoint, "--directory", candidate], check=True)
+                    "--checkpoint", checkpoint, "--directory", candidate, *why], check=True)
 
 
-def promote(campaign=CAMPAIGN):
+def promote(campaign=CAMPAIGN, why=None):
     candidate = os.path.join(campaign, "shipped")
     from lns_larq import pretrained, shipping
 
     entry = pretrained.read_manifest(candidate)[KEY]
-    shutil.copy(os.path.join(candidate, entry["file"]), os.path.join(pretrained.WEIGHTS_DIR, entry["file"]))
     manifest = pretrained.read_manifest(pretrained.WEIGHTS_DIR)
-    manifest[KEY] = entry
+    if KEY in manifest and not why:
+        sys.exit(f"{KEY} already ships; say why it is replaced with --why")
+    shutil.copy(os.path.join(candidate, entry["file"]), os.path.join(pretrained.WEIGHTS_DIR, entry["file"]))
+    # The old entry goes into the new one's `previous`, for users of the old file.
+    shipping.replace(manifest, KEY, entry, why)
     # Every run of the campaign fine-tunes the shipped baseline, whose figures the
     # manifest holds beside it.
     shipping.state_difference(manifest, KEY, BASELINE)
@@ -82,7 +86,9 @@ if __name__ == "__main__":
     parser.add_argument("--checkpoint", default=CHECKPOINT, choices=["best.keras", "model.keras"],
                         help="The run's model to bake: its hold-out's epoch or its last.")
     parser.add_argument("--promote", action="store_true", help="Ship the kept candidate into lns_larq/weights.")
+    parser.add_argument("--why", help="With --promote: why it replaces the shipped resnet20_lns (kept in the "
+                        "manifest with the old file's SHA-256 and figures).")
     args = parser.parse_args()
     os.chdir(ROOT)
     sys.path.insert(0, ROOT)
-    promote(args.campaign) if args.promote else keep_best(args.campaign, args.checkpoint)
+    promote(args.campaign, args.why) if args.promote else keep_best(args.campaign, args.checkpoint)

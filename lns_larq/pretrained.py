@@ -49,6 +49,11 @@ class Pretrained:
             entry's key (`"to"`) and this entry's test and hold-out accuracy minus
             its (`"test_accuracy"`, `"holdout_accuracy"`, fractions), stated even
             when negative (`lns_larq.shipping.state_difference`); else None.
+        previous: The weights that shipped under this name before, newest first:
+            each one's `file`, `sha256`, `test_accuracy`, `holdout_accuracy`,
+            `command`, the date it was replaced (`replaced`) and why (`why`), so
+            that a user holding an older file can tell it by its SHA-256 and see
+            what changed (`lns_larq.shipping.save`).
     """
 
     file: str
@@ -60,6 +65,7 @@ class Pretrained:
     command: str
     holdout_accuracy: float | None = None
     difference: dict | None = None
+    previous: list = dataclasses.field(default_factory=list)
 
     @property
     def path(self) -> str:

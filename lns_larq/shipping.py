@@ -12,6 +12,7 @@ item = lns_larq.shipping.save(model, "resnet20_lns", "cifar10", "dorefa", x_test
 """
 
 import dataclasses
+import datetime
 import json
 import os
 
@@ -21,12 +22,12 @@ import tensorflow as tf
 from lns_larq import export, models, pretrained
 from lns_larq.quantizers import lns_layers
 
-__all__ = ["save", "state_difference", "write_manifest"]
+__all__ = ["replace", "save", "state_difference", "write_manifest"]
 
 
 def save(model: tf.keras.Model, name: str, weights: str, quantizer: str, images: np.ndarray, labels: np.ndarray,
          data: str, command: str, directory: str = pretrained.WEIGHTS_DIR,
-         holdout: "tuple[np.ndarray, np.ndarray] | None" = None) -> pretrained.Pretrained:
+         holdout: "tuple[np.ndarray, np.ndarray] | None" = None, why: str | None = None) -> pretrained.Pretrained:
     """Ship `model`'s inference weights as `lns_larq.models.get(name, weights=weights)`.
 
     A method variant (LNS) is baked first, so the file holds the base
@@ -36,6 +37,9 @@ def save(model: tf.keras.Model, name: str, weights: str, quantizer: str, images:
     (uint8) and `labels` is what the manifest states, over all of them and over
     the first 1,000; and on `holdout`, the `(images, labels)` the run held out to
     select its epoch, if given.
+
+    Weights that replace others under the same name keep a record of those in
+    `previous` (`replace`), with `why`.
 
     # Returns
         The `Pretrained` entry written to `directory/manifest.json`.
@@ -61,12 +65,29 @@ def save(model: tf.keras.Model, name: str, weights: str, quantizer: str, images:
         data=data, command=command,
         holdout_accuracy=None if holdout is None else float(correct(*holdout).mean()),
     )
-    manifest = pretrained.read_manifest(directory)
-    manifest[f"{name}/{weights}"] = dataclasses.asdict(item)
+    key = f"{name}/{weights}"
+    manifest = replace(pretrained.read_manifest(directory), key, dataclasses.asdict(item), why)
+    item = pretrained.Pretrained(**manifest[key])
     write_manifest(directory, manifest)
     if directory == pretrained.WEIGHTS_DIR:
         pretrained.register(name, weights, item)
     return item
+
+
+def replace(manifest: dict, key: str, entry: dict, why: str | None) -> dict:
+    """`manifest` with `entry` under `key`. If that replaces other weights (another
+    SHA-256), the old entry's file, SHA-256, figures and command go first in the
+    entry's `previous`, with today's date (`replaced`) and `why`; earlier records
+    stay behind it. `entry`'s own `previous` is not kept: the history is that of
+    `manifest`'s key (a candidate kept elsewhere brings no history of its own)."""
+    old = manifest.get(key)
+    history = list(old.get("previous", [])) if old else []
+    if old and old["sha256"] != entry["sha256"]:
+        record = {field: old.get(field) for field in ("file", "sha256", "test_accuracy", "holdout_accuracy",
+                                                       "command")}
+        history.insert(0, {**record, "replaced": datetime.date.today().isoformat(), "why": why})
+    manifest[key] = {**entry, "previous": history}
+    return manifest
 
 
 def state_difference(manifest: dict, key: str, to: str) -> dict:
@@ -116,6 +137,24 @@ def _write_readme(directory, manifest):
             + f" | {100 * item['first_1000_accuracy']:.1f} | {_difference(item.get('difference'))} "
             f"| {item['data']} | `{item['command']}` |"
         )
+    earlier = [(key, record) for key, item in sorted(manifest.items()) for record in item.get("previous", [])]
+    if earlier:
+        lines += [
+            "",
+            "## Earlier weights under these names",
+            "",
+            "Files that shipped under a name before the one above, newest first. A file whose SHA-256 "
+            "(`lns_larq.pretrained.sha256(path)`) is listed here is one of these.",
+            "",
+            "| model | weights | SHA-256 | test accuracy % | hold-out accuracy % | replaced | why | command |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for key, record in earlier:
+            name, weights = key.split("/")
+            lines.append(
+                f"| `{name}` | `{weights}` | `{record['sha256']}` | {_percent(record.get('test_accuracy'), '.2f')} | "
+                f"{_percent(record.get('holdout_accuracy'), '.2f')} | {record['replaced']} | {record['why'] or '–'} | "
+                f"`{record['command']}` |")
     with open(os.path.join(directory, "README.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
 

@@ -1,7 +1,10 @@
 """Shipped weights: loadable by name, hash-checked, and as accurate as stated."""
 
 import os
+import re
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -10,7 +13,7 @@ import tensorflow as tf
 from lns_larq import data, export, models, pretrained, shipping
 from lns_larq.quantizers import quantized_kernel
 
-from .conftest import CIFAR_NPZ
+from .conftest import CIFAR_NPZ, ROOT
 
 SHIPPED = [("resnet20", "cifar10"), ("resnet20_lns", "cifar10")]
 
@@ -124,3 +127,55 @@ def test_save_writes_a_loadable_entry(tmp_path):
     np.testing.assert_allclose(fresh.predict(pretrained.preprocess(images), verbose=0), expected, atol=1e-4)
     predictions = np.argmax(expected, -1) == labels.reshape(-1)
     assert item.test_accuracy == pytest.approx(float(predictions.mean()))
+
+
+def test_replace_keeps_a_record_of_the_weights_it_replaces():
+    """Issue 36, item 7: users of the old weights can tell what changed."""
+    old = dict(file="r_x.weights.h5", sha256="a" * 64, test_accuracy=0.78, holdout_accuracy=0.79, command="old",
+               first_1000_accuracy=0.8, previous=[dict(sha256="0" * 64, why="first")])
+    manifest = {"r/x": old}
+    new = dict(old, sha256="b" * 64, test_accuracy=0.84, command="new", previous=[dict(sha256="c" * 64)])
+    shipping.replace(manifest, "r/x", new, "the paper's protocol")
+    entry = manifest["r/x"]
+    assert entry["sha256"] == "b" * 64 and entry["test_accuracy"] == 0.84
+    record, earlier = entry["previous"]  # the candidate's own history is not kept
+    assert {k: record[k] for k in ("file", "sha256", "test_accuracy", "holdout_accuracy", "command", "why")} == dict(
+        file="r_x.weights.h5", sha256="a" * 64, test_accuracy=0.78, holdout_accuracy=0.79, command="old",
+        why="the paper's protocol")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d", record["replaced"]) and earlier == dict(sha256="0" * 64, why="first")
+    # The same weights again: nothing replaced, the history stays as it is.
+    shipping.replace(manifest, "r/x", dict(new, test_accuracy=0.85), "again")
+    assert manifest["r/x"]["previous"] == [record, earlier] and manifest["r/x"]["test_accuracy"] == 0.85
+
+
+def test_save_over_other_weights_lists_them_in_the_readme(tmp_path):
+    tf.keras.utils.set_random_seed(0)
+    model = models.get("resnet8", quantizer="dorefa")
+    arrays = data.load("cifar10", data_path=CIFAR_NPZ)
+    images, labels = arrays.x_test[:64], arrays.y_test[:64]
+
+    def save(why):
+        return shipping.save(model, "resnet8", "test", "dorefa", images, labels, data="test", command="cmd",
+                             directory=str(tmp_path), why=why)
+
+    first = save(None)
+    assert first.previous == [] and "Earlier weights" not in (tmp_path / "README.md").read_text()
+    kernel = model.get_layer(index=1).weights[0]
+    kernel.assign(-kernel)  # other weights under the same name
+    second = save("retrained")
+    assert second.sha256 != first.sha256 and second.previous[0]["sha256"] == first.sha256
+    assert pretrained.Pretrained(**pretrained.read_manifest(str(tmp_path))["resnet8/test"]) == second
+    readme = (tmp_path / "README.md").read_text()
+    (row,) = [line for line in readme.split("## Earlier weights")[1].splitlines() if line.startswith("| `resnet8`")]
+    assert f"| `{first.sha256}` | {100 * first.test_accuracy:.2f} | – |" in row and "| retrained | `cmd` |" in row
+
+
+def test_ship_weights_will_not_replace_shipped_weights_without_saying_why(tmp_path):
+    manifest = os.path.join(pretrained.WEIGHTS_DIR, "manifest.json")
+    before = open(manifest).read()
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "train", "ship_weights.py"), "--run", str(tmp_path),
+                             "--name", "resnet20"], capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1].endswith(
+        "resnet20/cifar10 already ships in " + pretrained.WEIGHTS_DIR + "; say why it is replaced with --why")
+    assert open(manifest).read() == before

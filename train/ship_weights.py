@@ -8,7 +8,9 @@ selected) and `metrics.json` (its quantizer and command),
 bakes an LNS model into its inference network, writes
 `lns_larq/weights/<name>_<weights>.weights.h5` and its entry in
 `lns_larq/weights/manifest.json` (SHA-256, test accuracy on the whole test split
-and on its first 1,000 images, data, command). See `lns_larq/shipping.py`.
+and on its first 1,000 images, data, command). Weights that replace others need
+`--why`, kept with the old file's SHA-256 and figures (`previous` in the manifest,
+a table in lns_larq/weights/README.md). See `lns_larq/shipping.py`.
 """
 
 import json
@@ -29,6 +31,8 @@ flags.DEFINE_enum("checkpoint", "model.keras", ["model.keras", "best.keras"],
                   "model.keras (the last epoch) or best.keras (the best validation epoch).")
 flags.DEFINE_string("directory", None, "Where the weights file and its manifest entry go (default: the package's "
                     "lns_larq/weights, so that models.get loads them); another folder keeps a candidate aside.")
+flags.DEFINE_string("why", None, "Why these weights replace the ones shipping under the name (required then): "
+                    "kept with the old file's SHA-256 and figures in the manifest's `previous`.")
 flags.mark_flags_as_required(["run", "name"])
 
 
@@ -41,7 +45,12 @@ def _relative(command):
 def main(argv):
     if len(argv) > 1:
         fail(f"unexpected arguments {argv[1:]}")
-    from lns_larq import data, export, models, shipping
+    from lns_larq import data, export, models, pretrained, shipping
+
+    directory = FLAGS.directory or pretrained.WEIGHTS_DIR
+    key = f"{FLAGS.name}/{FLAGS.weights}"
+    if key in pretrained.read_manifest(directory) and not FLAGS.why:
+        fail(f"{key} already ships in {directory}; say why it is replaced with --why")
 
     metrics_path = os.path.join(FLAGS.run, "metrics.json")
     if not os.path.exists(metrics_path):
@@ -63,10 +72,10 @@ def main(argv):
     item = shipping.save(
         model, FLAGS.name, FLAGS.weights, config["quantizer"], arrays.x_test, arrays.y_test,
         data=description, command=_relative(metrics["command"]) + f"  # {FLAGS.checkpoint}",
-        holdout=holdout, **({"directory": FLAGS.directory} if FLAGS.directory else {}),
+        holdout=holdout, directory=directory, why=FLAGS.why,
     )
     print(f"{FLAGS.name} (weights={FLAGS.weights!r}): {item.file}, "
-          f"{os.path.getsize(item.path) / 1024:.0f} KiB, test accuracy {100 * item.test_accuracy:.2f} % "
+          f"{os.path.getsize(os.path.join(directory, item.file)) / 1024:.0f} KiB, test accuracy {100 * item.test_accuracy:.2f} % "
           f"(first 1,000: {100 * item.first_1000_accuracy:.1f} %)"
           + (f", hold-out {100 * item.holdout_accuracy:.2f} %" if item.holdout_accuracy is not None else "")
           + f"; the run's own figures: last epoch "
