@@ -15,8 +15,12 @@ from lns_larq.quantizers import quantized_kernel
 
 
 def has_checkpoint(folder: str) -> bool:
-    """Whether `folder` (a `BackupAndRestore` folder) holds a checkpoint to resume from."""
-    return os.path.isdir(folder) and any(files for _, _, files in os.walk(folder))
+    """Whether `folder` (a `BackupAndRestore` folder) holds a checkpoint to resume from:
+    a `checkpoint` state file whose newest checkpoint is there. A state file alone,
+    its checkpoint lost (a copy or a commit that missed it), is none: restoring from
+    it would start the run again over its old logs."""
+    return any("checkpoint" in files and tf.train.latest_checkpoint(directory) is not None
+               for directory, _, files in os.walk(folder))
 
 
 def zero_momentum(folder: str) -> int:

@@ -361,7 +361,9 @@ def _set_aside_stale_logs(out):
 
     Without its checkpoint a run starts again from epoch 0 (or from the warm start),
     and appending its rows to the old ones would make a log of two runs, whose
-    best epoch and wall time belong to neither. Nothing is deleted.
+    best epoch and wall time belong to neither. Nothing is deleted. A checkpoint
+    folder whose checkpoint is lost (its state file alone) goes with them:
+    `BackupAndRestore` would fail on it.
     """
     stale = []
     fine_tuning = lns_callbacks.has_checkpoint(os.path.join(out, "backup"))
@@ -369,9 +371,11 @@ def _set_aside_stale_logs(out):
         stale += [n for n in _FINE_TUNING_LOGS if os.path.exists(os.path.join(out, n))]
     # A fine-tuning checkpoint holds the warm start's result too (the mappings are
     # model weights), so the warm start's logs stay with it.
-    if not (fine_tuning or os.path.exists(os.path.join(out, "warmup.weights.h5"))
-            or lns_callbacks.has_checkpoint(os.path.join(out, "backup_warmup"))):
+    warm_started = lns_callbacks.has_checkpoint(os.path.join(out, "backup_warmup"))
+    if not (fine_tuning or os.path.exists(os.path.join(out, "warmup.weights.h5")) or warm_started):
         stale += [n for n in _WARM_START_LOGS if os.path.exists(os.path.join(out, n))]
+    stale += [n for n, restorable in (("backup", fine_tuning), ("backup_warmup", warm_started))
+              if not restorable and any(files for _, _, files in os.walk(os.path.join(out, n)))]
     if not stale:
         return
     n = 1

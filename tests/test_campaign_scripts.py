@@ -140,3 +140,18 @@ def test_commit_checkpoints_commits_a_checkpoint_without_its_sgd_momentum(tmp_pa
     after = tf.train.load_checkpoint(prefix)
     for key, value in weights.items():
         np.testing.assert_array_equal(after.get_tensor(key), value)
+
+
+def test_every_committed_campaign_checkpoint_is_whole():
+    """A committed BackupAndRestore state file names a checkpoint that is committed
+    too; otherwise a fresh clone cannot resume the run (a `git commit -a` after
+    BackupAndRestore replaced its checkpoint once committed the state file and the
+    deletion of the old checkpoint, not the new one)."""
+    tracked = set(_git(ROOT, "ls-files", "campaigns").split())
+    states = [path for path in tracked if path.endswith("/chief/checkpoint")]
+    for state in states:
+        text = _git(ROOT, "show", f":{state}")  # as committed (or staged), not as the running campaign left it
+        name = text.split('model_checkpoint_path: "')[1].split('"')[0]
+        folder = os.path.dirname(state)
+        missing = {f"{folder}/{name}{suffix}" for suffix in (".index", ".data-00000-of-00001")} - tracked
+        assert not missing, f"{state} names {name}, which is not committed: run campaigns/commit_checkpoints.sh"

@@ -163,12 +163,18 @@ def test_lns_run_resumes_from_its_fine_tuning_checkpoint_alone(tmp_path):
         assert metrics["lns"] == json.load(f)  # the warm start's report, kept
 
 
-def test_logs_without_their_checkpoint_are_set_aside_not_appended_to(tmp_path, capsys):
-    """A run folder with logs but no `backup/` (copied without its checkpoint):
-    the run starts again from epoch 0 and its log holds that run's epochs only; the
-    old logs are kept, byte for byte, in stale/1/."""
+@pytest.mark.parametrize("backup", ["none", "state file only"])
+def test_logs_without_their_checkpoint_are_set_aside_not_appended_to(tmp_path, capsys, backup):
+    """A run folder with logs but no `backup/` (copied without its checkpoint), or a
+    `backup/` whose state file names a checkpoint that is not there (a commit that
+    missed it): the run starts again from epoch 0 and its log holds that run's
+    epochs only; the old logs are kept, byte for byte, in stale/1/."""
     out = tmp_path / "run"
     out.mkdir()
+    if backup == "state file only":
+        (out / "backup" / "chief").mkdir(parents=True)
+        (out / "backup" / "chief" / "checkpoint").write_text(
+            'model_checkpoint_path: "ckpt-26"\nall_model_checkpoint_paths: "ckpt-26"\n')
     old_log = "epoch,accuracy,val_accuracy\n0,0.5,0.99\n1,0.6,0.98\n"
     (out / "log.csv").write_text(old_log)
     (out / "elapsed.json").write_text('{"seconds": 86400.0}')
@@ -177,6 +183,8 @@ def test_logs_without_their_checkpoint_are_set_aside_not_appended_to(tmp_path, c
                                                 verbose=0))
     assert [int(r["epoch"]) for r in _log(str(out))] == [0]
     assert (out / "stale" / "1" / "log.csv").read_text() == old_log
+    if backup == "state file only":  # kept too, out of BackupAndRestore's way
+        assert (out / "stale" / "1" / "backup" / "chief" / "checkpoint").exists()
     assert (out / "stale" / "1" / "elapsed.json").exists()
     assert metrics["wall_time_s"] < 86400  # not counting the stale run's time
     assert metrics["best_val_accuracy"] < 0.99  # nor selecting its epochs
