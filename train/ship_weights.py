@@ -75,7 +75,8 @@ def main(argv):
         holdout=holdout, directory=directory, why=FLAGS.why,
     )
     print(f"{FLAGS.name} (weights={FLAGS.weights!r}): {item.file}, "
-          f"{os.path.getsize(os.path.join(directory, item.file)) / 1024:.0f} KiB, test accuracy {100 * item.test_accuracy:.2f} % "
+          f"{os.path.getsize(os.path.join(directory, item.file)) / 1024:.0f} KiB, "
+          f"test accuracy {100 * item.test_accuracy:.2f} % "
           f"(first 1,000: {100 * item.first_1000_accuracy:.1f} %)"
           + (f", hold-out {100 * item.holdout_accuracy:.2f} %" if item.holdout_accuracy is not None else "")
           + f"; the run's own figures: last epoch "
