@@ -52,7 +52,8 @@ def keep_best(campaign=CAMPAIGN, checkpoint=CHECKPOINT):
     if not os.path.exists(os.path.join(best, checkpoint)):
         sys.exit(f"{best} has the best hold-out ({100 * runs[best]:.2f} %) but its {checkpoint} is gone")
     os.makedirs(candidate, exist_ok=True)
-    why = ["--why", f"hold-out {100 * runs[best]:.2f} % against {100 * runs[kept]:.2f} %"] if kept in runs else []
+    before = f"{100 * runs[kept]:.2f} %" if kept in runs else f"a run of another campaign ({kept})"
+    why = ["--why", f"hold-out {100 * runs[best]:.2f} % against {before}"] if kept else []
     subprocess.run([sys.executable, "train/ship_weights.py", "--run", best, "--name", "resnet20_lns",
                     "--checkpoint", checkpoint, "--directory", candidate, *why], check=True)
 
