@@ -19,8 +19,16 @@ def has_checkpoint(folder: str) -> bool:
     a `checkpoint` state file whose newest checkpoint is there. A state file alone,
     its checkpoint lost (a copy or a commit that missed it), is none: restoring from
     it would start the run again over its old logs."""
-    return any("checkpoint" in files and tf.train.latest_checkpoint(directory) is not None
-               for directory, _, files in os.walk(folder))
+    return any(True for _ in _newest_checkpoints(folder))
+
+
+def _newest_checkpoints(folder):
+    """The prefix of the newest checkpoint of each checkpoint state file under
+    `folder` whose checkpoint is there (`BackupAndRestore` keeps one, in `chief/`)."""
+    for directory, _, files in os.walk(folder):
+        prefix = tf.train.latest_checkpoint(directory) if "checkpoint" in files else None
+        if prefix is not None:
+            yield prefix
 
 
 def zero_momentum(folder: str) -> int:
@@ -44,10 +52,7 @@ def zero_momentum(folder: str) -> int:
     from tensorflow.core.protobuf import trackable_object_graph_pb2
 
     zeroed = 0
-    for directory, _, files in os.walk(folder):
-        prefix = tf.train.latest_checkpoint(directory) if "checkpoint" in files else None
-        if prefix is None:
-            continue
+    for prefix in _newest_checkpoints(folder):
         reader = tf.train.load_checkpoint(prefix)
         graph = trackable_object_graph_pb2.TrackableObjectGraph()
         graph.ParseFromString(reader.get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"))
