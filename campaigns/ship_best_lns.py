@@ -11,12 +11,15 @@ committed, the baked 1.3 MB candidate is. campaigns/issue36.sh runs it after eac
 `paper` LNS run with the run's last epoch (`--checkpoint model.keras`): a
 120-epoch run spans sessions, and only its fine-tuning checkpoint survives them,
 not best.keras. It replaces the candidate only when a run beats it on the
-hold-out; the test split plays no part in the choice. `--promote` moves the
-candidate's file and manifest entry (its figures, measured by
-lns_larq.shipping.save on the test split and the hold-out) into the package, with
-its difference to the shipped `resnet20` it was fine-tuned from.
+hold-out accuracy of the model it would bake: the selected epoch's for best.keras,
+the last epoch's for model.keras. The test split plays no part in the choice.
+Every LNS arm (`lns*`) competes. `--promote` moves the candidate's file and
+manifest entry (its figures, measured by lns_larq.shipping.save on the test split
+and the hold-out) into the package, with its difference to the shipped `resnet20`
+it was fine-tuned from.
 """
 
+import csv
 import glob
 import json
 import os
@@ -38,10 +41,19 @@ def shipped_run(directory):
     return command.split("--output_dir=")[1].split()[0] if "--output_dir=" in command else None
 
 
+def holdout_accuracy(run, checkpoint):
+    """The hold-out accuracy of `run`'s `checkpoint`: best.keras holds the epoch its
+    hold-out selected, model.keras the last epoch, whose hold-out may be lower."""
+    if checkpoint == "best.keras":
+        return json.load(open(os.path.join(run, "metrics.json")))["best_val_accuracy"]
+    with open(os.path.join(run, "log.csv")) as f:
+        return float(list(csv.DictReader(f))[-1]["val_accuracy"])
+
+
 def keep_best(campaign=CAMPAIGN, checkpoint=CHECKPOINT):
     candidate = os.path.join(campaign, "shipped")
-    runs = {os.path.dirname(path): json.load(open(path))["best_val_accuracy"]
-            for path in sorted(glob.glob(os.path.join(campaign, "dorefa", "seed*", "lns*", "metrics.json")))}
+    runs = {run: holdout_accuracy(run, checkpoint) for run in sorted(
+        os.path.dirname(path) for path in glob.glob(os.path.join(campaign, "dorefa", "seed*", "lns*", "metrics.json")))}
     if not runs:
         sys.exit(f"no complete LNS run in {campaign} yet")
     best, kept = max(runs, key=runs.get), shipped_run(candidate)
