@@ -126,6 +126,29 @@ def test_results_table_pairs_arms_by_seed(tmp_path):
         report.write_results({("dorefa", "lns"): []}, str(tmp_path / "empty"), str(tmp_path), "short", "x", 0)
 
 
+def test_the_paper_protocol_sets_its_table_1_beside_the_papers_both_ways(tmp_path):
+    baseline = [_run(tmp_path / "s0" / "baseline", 0, 0.80)]
+    finetune = [_run(tmp_path / f"s{s}" / "finetune", s, a, best=b) for s, a, b in ((0, 0.70, 0.75), (1, 0.72, 0.76))]
+    lns = [_run(tmp_path / f"s{s}" / "lns", s, a, best=b) for s, a, b in ((0, 0.71, 0.75), (1, 0.74, 0.78))]
+    folders = {("dorefa", "baseline"): baseline, ("dorefa", "finetune"): finetune, ("dorefa", "lns"): lns}
+    _, lines = report.write_results(folders, str(tmp_path / "results"), str(tmp_path), "paper", "x", 10000)
+    table = lines[lines.index("## Table 1 beside the paper's"):]
+    table = table[:table.index("## The regime: where each arm starts and ends")]
+    rows = [line for line in table if line.startswith("| ") and not line.startswith("| arm")]
+    assert rows == [
+        # The paper's single baseline figure beside ours, its last epoch.
+        "| baseline | 85.06 | – | – | – | 80.00 ± 0.00 | – | 1 |",
+        # Best over epochs: max 76, mean 75.5, s 0.71; hold-out-selected: 71 ± 1.41.
+        "| finetune | 85.32 (85.26 ± 0.06) | – | 76.00 (75.50 ± 0.71) | – | 71.00 ± 1.41 | – | 2 |",
+        # The paper's Δ is its means' (85.56 - 85.26); ours paired, as in the first table.
+        "| lns_no_noisy | 85.43 (85.36 ± 0.06) | +0.10 | – | – | – | – | 0 |",
+        "| lns | 85.78 (85.56 ± 0.11) | +0.30 | 78.00 (76.50 ± 2.12) | +1.00 (-11.71, +13.71), n=2 | 72.50 ± 2.12 | "
+        "+1.50 (-4.85, +7.85), n=2 | 2 |",
+    ]
+    _, lines = report.write_results(folders, str(tmp_path / "short"), str(tmp_path), "short", "x", 10000)
+    assert "## Table 1 beside the paper's" not in lines  # other protocols are not the paper's
+
+
 def test_regime_table_gives_where_each_arm_starts_and_ends(tmp_path):
     header = "epoch,accuracy,ce,loss,val_accuracy,test_accuracy\n"
     baseline = [_run(tmp_path / "baseline", 0, 0.80, log=header + "0,0.70,0.90,0.90,0.78,0.77\n"
