@@ -179,7 +179,10 @@ esac
 """
 
 
-def _issue36(tmp_path, plain_acc, plain_seconds=1, hedge_seconds=60, baseline=None):
+def _issue36(tmp_path, plain_acc, plain_seconds=3, hedge_seconds=60, baseline=None):
+    """Run campaigns/issue36.sh with the stand-in Python; return the repository, the
+    calls it logged and the script's output. The plain baseline takes 3 s, time for
+    the hedge to start its child even on a loaded machine."""
     repo = tmp_path / "repo"
     if not repo.exists():
         (repo / "campaigns").mkdir(parents=True)
