@@ -11,8 +11,6 @@ P=".venv/bin/python train/reproduce.py --protocol paper"
 PAPER="$P --runs_dir campaigns/paper --results_dir docs/results/paper"
 PRELU="$P --model resnet20_prelu --runs_dir campaigns/paper_prelu --results_dir docs/results/paper_prelu"
 C="bash campaigns/commit_results.sh"
-read -r -a CORES <<< "$(python3 -c 'import os; print(*sorted(os.sched_getaffinity(0)))')"
-ONE_THREAD="env TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1"
 done_() { [ -f "campaigns/$1/dorefa/seed0/baseline/metrics.json" ]; }
 # Issue 36's goal for the baseline: at least 84 % test accuracy (the paper: 85.06 %).
 meets_goal() {
@@ -20,30 +18,18 @@ meets_goal() {
       'campaigns/paper/dorefa/seed0/baseline/metrics.json'))['test_accuracy'] < 0.84)"
 }
 
-# 1. The two 400-epoch baseline candidates at once, one core each (two pinned runs
-#    train 1.07-1.20x faster in all than one run on both cores, docs/benchmarks.md):
-#    the paper's ResNet-20 (SGD 0.1, cosine, 400 epochs) and, as the hedge should it
-#    fall short of 84 %, the same recipe with a PReLU after every binary conv.
-#    If the plain baseline reaches 84 %, the hedge is moot: it stops where it is
-#    (resumable, docs/recipe.md) and its core goes to the arms at once. If not, the
-#    hedge trains on, alone on every core once the plain one is complete.
+# 1. The 400-epoch baseline (the paper's ResNet-20: SGD 0.1, cosine, 400 epochs),
+#    alone on every core: the arms wait for it, and a run alone trains 1.6-1.9x
+#    faster than one pinned beside another (docs/benchmarks.md). The hedge, the same
+#    recipe with a PReLU after every binary conv, trains only if the plain baseline
+#    falls short of 84 % (or is chosen by hand); it resumes from the epochs it
+#    trained beside it (docs/recipe.md).
 if ! done_ paper; then
-  taskset -c "${CORES[0]}" $ONE_THREAD $PAPER --arms baseline --figures=false &
-  plain=$!
-  hedge=
-  if ! done_ paper_prelu; then
-    taskset -c "${CORES[1]}" $ONE_THREAD $PRELU --arms baseline --figures=false &
-    hedge=$!
-  fi
-  wait "$plain"
-  done_ paper || { [ -z "$hedge" ] || wait "$hedge"; exit 1; }
-  $C "Campaign paper: the 400-epoch resnet20 baseline"
-  # Stopping the hedge's fit.py (the runner's child) loses at most its epoch in
-  # progress; its checkpoint stays, and its own command resumes it.
-  [ -n "$hedge" ] && meets_goal && pkill -TERM -P "$hedge"
-  [ -z "$hedge" ] || wait "$hedge"
-elif ! meets_goal && ! done_ paper_prelu; then
-  $PRELU --arms baseline --figures=false
+  $PAPER --arms baseline --figures=false || exit 1
+fi
+done_ paper && $C "Campaign paper: the 400-epoch resnet20 baseline"
+if ! done_ paper_prelu && { [ "${BASELINE:-}" = campaigns/paper_prelu ] || { [ -z "${BASELINE:-}" ] && ! meets_goal; }; }; then
+  $PRELU --arms baseline --figures=false || exit 1
 fi
 done_ paper_prelu && $C "Campaign paper: the 400-epoch resnet20_prelu baseline"
 
