@@ -151,6 +151,18 @@ def _interval(mean: float, half: float, n: str) -> str:
     return f"{mean:+.2f} ({mean - half:+.2f}, {mean + half:+.2f}), {n}"
 
 
+def _percent(fractions: list[float]) -> str:
+    """'72.50 ± 2.12': mean ± sample std of `fractions`, in percent."""
+    mean, std = mean_std([100 * v for v in fractions])
+    return f"{mean:.2f} ± {std:.2f}"
+
+
+def _paired(rows: list[dict], quantizer: str, arm: str, key: str = "accuracy") -> str:
+    """`arm`'s paired difference to `finetune` on `key` with its 95 % interval, or '–'."""
+    diffs = paired_differences(rows, quantizer, arm, key=key)
+    return _interval(*t_interval(diffs), f"n={len(diffs)}") if diffs else "–"
+
+
 def results_table(rows: list[dict], folders: dict, protocol: str, data: str, holdout: int) -> list[str]:
     """The lines of `results.md`: the protocol, how accuracy is selected, and one table
     row per (quantizer, arm) of `folders` with runs in `rows` (see `results_rows`)."""
@@ -177,27 +189,21 @@ def results_table(rows: list[dict], folders: dict, protocol: str, data: str, hol
         values = [v for v in values if v is not None]
         return format(mean_std(values)[0], spec) if values else "–"
 
-    def pct(values):
-        mean, std = mean_std([100 * v for v in values])
-        return f"{mean:.2f} ± {std:.2f}"
-
     for (quantizer, arm) in folders:
         mine = [r for r in rows if r["quantizer"] == quantizer and r["arm"] == arm]
         if not mine:
             continue
         delta, delta_best = "–", "–"
         if arm not in ("baseline", "finetune"):
-            diffs = paired_differences(rows, quantizer, arm)
-            best_diffs = paired_differences(rows, quantizer, arm, key="best_test_accuracy")
-            delta = _interval(*t_interval(diffs), f"n={len(diffs)}") if diffs else "–"
-            delta_best = _interval(*t_interval(best_diffs), f"n={len(best_diffs)}") if best_diffs else "–"
+            delta, delta_best = _paired(rows, quantizer, arm), _paired(rows, quantizer, arm, "best_test_accuracy")
         warm = "–"
         if any(r["warmup_agreement"] is not None for r in mine):
             warm = (f"{fmt([r['warmup_agreement'] for r in mine])}, "
                     f"{100 * mean_std([r['warmup_accuracy_change'] for r in mine])[0]:+.2f}")
         lines.append(
-            f"| {quantizer} | {arm} | {len(mine)} | {pct([r['accuracy'] for r in mine])} | {delta} | "
-            f"{pct([r['final_test_accuracy'] for r in mine])} | {pct([r['best_test_accuracy'] for r in mine])} | "
+            f"| {quantizer} | {arm} | {len(mine)} | {_percent([r['accuracy'] for r in mine])} | {delta} | "
+            f"{_percent([r['final_test_accuracy'] for r in mine])} | "
+            f"{_percent([r['best_test_accuracy'] for r in mine])} | "
             f"{delta_best} | {fmt([r['final_flip_rate'] for r in mine])} | "
             f"{fmt([r['flip_rate_total'] for r in mine])} | {fmt([r['final_disagreement'] for r in mine])} | "
             f"{warm} | {mean_std([r['wall_time_s'] for r in mine])[0] / 60:.0f} min |"
@@ -237,27 +243,19 @@ def paper_table(rows: list[dict], quantizer: str = "dorefa") -> list[str]:
         "ours: Δ to finetune (95 % CI) | seeds |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    def spread(values):
-        mean, std = mean_std(values)
-        return f"{mean:.2f} ± {std:.2f}"
-
-    def delta(arm, key):
-        diffs = paired_differences(rows, quantizer, arm, key=key)
-        return _interval(*t_interval(diffs), f"n={len(diffs)}") if diffs else "–"
-
     for arm, paper in PAPER_TABLE1.items():
         mine = [r for r in rows if r["quantizer"] == quantizer and r["arm"] == arm]
         theirs = f"{paper['best']:.2f}" if paper["mean"] is None else \
             f"{paper['best']:.2f} ({paper['mean']:.2f} ± {paper['std']:.2f})"
         paired = arm not in ("baseline", "finetune")
         their_delta = f"{paper['mean'] - PAPER_TABLE1['finetune']['mean']:+.2f}" if paired else "–"
-        best = [100 * r["best_test_accuracy"] for r in mine]
+        best = [r["best_test_accuracy"] for r in mine]
         # A baseline is one network at its last epoch, as the paper's single figure.
-        ours_best = f"{max(best):.2f} ({spread(best)})" if mine and arm != "baseline" else "–"
-        ours = spread([100 * r["accuracy"] for r in mine]) if mine else "–"
+        ours_best = f"{100 * max(best):.2f} ({_percent(best)})" if mine and arm != "baseline" else "–"
+        ours = _percent([r["accuracy"] for r in mine]) if mine else "–"
         lines.append(f"| {arm} | {theirs} | {their_delta} | {ours_best} | "
-                     f"{delta(arm, 'best_test_accuracy') if paired else '–'} | {ours} | "
-                     f"{delta(arm, 'accuracy') if paired else '–'} | {len(mine)} |")
+                     f"{_paired(rows, quantizer, arm, 'best_test_accuracy') if paired else '–'} | {ours} | "
+                     f"{_paired(rows, quantizer, arm) if paired else '–'} | {len(mine)} |")
     return lines
 
 
