@@ -8,6 +8,8 @@
   2020, Table 1: ResNet-20, DoReFa, CIFAR-10), both ways;
 - `regime_table`: where each arm starts and ends (training cross-entropy, training,
   hold-out and test accuracy), the regime the paper's Fig. 3 describes;
+- `paper_observations`: the paper's four observations on its Fig. 3, each measured
+  here, paired by seed, with a verdict;
 - `write_results`: `results.csv` (one row per run) and `results.md`;
 - `baseline_comparison`: the arms' paired differences to `finetune` from this
   campaign's baseline and from another campaign's (`read_results_csv`), and the
@@ -42,6 +44,7 @@ __all__ = [
     "data_label",
     "flip_heatmap",
     "paired_differences",
+    "paper_observations",
     "paper_table",
     "read_results_csv",
     "read_run",
@@ -305,6 +308,137 @@ def regime_table(folders: dict) -> list[str]:
     return lines
 
 
+def _direction(values: list[float]) -> int:
+    """+1 if the 95 % t-interval of the mean of `values` lies above 0, -1 if below, 0
+    if it holds 0 or there is none (fewer than 2 values; nan values, figures a log
+    lacks, are dropped)."""
+    values = [v for v in values if not math.isnan(v)]
+    mean, half = t_interval(values)
+    if not values or math.isnan(half):
+        return 0
+    return 1 if mean - half > 0 else -1 if mean + half < 0 else 0
+
+
+def _log_value(row: dict, *keys: str) -> float:
+    """The first of `keys` that `row` (a `log.csv` row) holds, as a float; nan if none."""
+    for key in keys:
+        if row.get(key) not in (None, "", "NA"):
+            return float(row[key])
+    return float("nan")
+
+
+def paper_observations(rows: list[dict], folders: dict, quantizer: str = "dorefa") -> list[str]:
+    """The lines of a section of `results.md`: the four observations the paper draws
+    from its Fig. 3 (Sec. 5.1), each measured on this campaign's `quantizer` runs,
+    `lns` against `finetune` paired by seed (`rows` from `results_rows`):
+
+    - (a) fine-tuning at lr 0.01 raises the training loss at first, LNS does not:
+      each arm's training cross-entropy in fine-tuning epoch 1 minus the baseline's
+      in its last epoch (the model both start from);
+    - (b) LNS ends with the higher test accuracy: Δ at the hold-out-selected epoch
+      (and, for comparison, the paper's best over epochs);
+    - (c) LNS flips fewer binary weights than fine-tuning at every epoch: the
+      paired difference of flip rates, epoch by epoch;
+    - (d) fine-tuning ends with the lower training loss but the lower test accuracy
+      (the overfitting regime), beside the baseline's training and test accuracy.
+
+    A difference counts when its 95 % t-interval over seeds excludes 0. An
+    observation holds when each difference it names counts in its direction, does
+    not hold when one counts against it (or, for (a), fine-tuning's rise does not
+    count), and is undecided otherwise. Cross-entropy is `ce`, without LNS's
+    noisy-supervision term, so both arms' losses measure the same thing.
+    """
+    def logs(arm):
+        runs = [read_run(out) for out in folders.get((quantizer, arm), [])]
+        return {metrics["config"]["seed"]: log for metrics, log in runs}
+
+    finetune, lns = logs("finetune"), logs("lns")
+    seeds = sorted(set(finetune) & set(lns))
+    lines = [
+        "## The paper's four observations, measured here",
+        "",
+        "The paper's Sec. 5.1 reads four observations from its Fig. 3. Each is measured here on `lns` against "
+        "`finetune`, paired by seed; a difference counts when its 95 % t-interval over seeds excludes 0. "
+        "Training cross-entropy (CE) is Keras's running mean over an epoch's augmented batches, without LNS's "
+        "noisy-supervision term.",
+        "",
+        "| | the paper | measured here, 95 % CI | verdict |",
+        "|---|---|---|---|",
+    ]
+    baseline = [log for log in logs("baseline").values() if log]
+    pairs = [(finetune[s], lns[s]) for s in seeds if finetune[s] and lns[s]]
+    if not pairs or not baseline:
+        return lines + ["| – | – | no `finetune` / `lns` pair and baseline yet | – |"]
+    n = f"n={len(pairs)}"
+
+    def interval(values, spec):
+        values = [v for v in values if not math.isnan(v)]
+        if not values:
+            return "not logged"
+        mean, half = t_interval(values)
+        if math.isnan(half):
+            return f"{mean:+{spec}} (no interval)"
+        return f"{mean:+{spec}} ({mean - half:+{spec}}, {mean + half:+{spec}})"
+
+    # (a) The rise of each arm's loss over the baseline's, in the first fine-tuning epoch.
+    start = _log_value(baseline[0][-1], "ce", "loss")
+    rise_ft = [_log_value(ft[0], "ce", "loss") - start for ft, _ in pairs]
+    rise_lns = [_log_value(ln[0], "ce", "loss") - start for _, ln in pairs]
+    if all(math.isnan(v) for v in rise_ft + rise_lns):
+        verdict = "undecided: no cross-entropy logged"
+    elif _direction(rise_ft) <= 0:
+        verdict = "does not hold: fine-tuning's loss does not rise"
+    elif _direction(rise_lns) > 0:
+        less = _direction([b - a for a, b in zip(rise_ft, rise_lns)]) < 0
+        verdict = "does not hold: both rise" + (", LNS's less" if less else "")
+    else:
+        verdict = "holds"
+    lines.append(f"| (a) | fine-tuning at lr 0.01 raises the training loss at first; LNS does not | "
+                 f"CE in epoch 1 minus the baseline's last ({start:.4f}): finetune "
+                 f"{interval(rise_ft, '.4f')}, lns {interval(rise_lns, '.4f')}, {n} | {verdict} |")
+
+    # (b) The headline: test accuracy at the epoch the hold-out selects.
+    delta = paired_differences(rows, quantizer, "lns")
+    best = paired_differences(rows, quantizer, "lns", key="best_test_accuracy")
+    verdict = {1: "holds", -1: "does not hold: fine-tuning ends higher", 0: "undecided"}[_direction(delta)]
+    lines.append(f"| (b) | LNS ends with the higher test accuracy (+0.30 points over fine-tuning) | "
+                 f"Δ lns − finetune, points, hold-out-selected: {_interval(*t_interval(delta), f'n={len(delta)}')}; "
+                 f"best over epochs (test-selected): {_interval(*t_interval(best), f'n={len(best)}')} | {verdict} |")
+
+    # (c) Flip rates epoch by epoch; an epoch neither arm logged a rate for is skipped.
+    epochs = min(min(len(ft), len(ln)) for ft, ln in pairs)
+    lower = higher = against = measured = 0
+    for epoch in range(epochs):
+        diffs = [100 * (_log_value(ln[epoch], "flip_rate") - _log_value(ft[epoch], "flip_rate")) for ft, ln in pairs]
+        diffs = [d for d in diffs if not math.isnan(d)]
+        if not diffs:
+            continue
+        measured += 1
+        mean = sum(diffs) / len(diffs)
+        lower, higher = lower + (mean < 0), higher + (mean > 0)
+        against += _direction(diffs) > 0
+    verdict = "undecided: no flip rates" if not measured else "holds" if not higher else \
+        f"does not hold: LNS flips more in {higher} epoch{'s' if higher > 1 else ''}"
+    lines.append(f"| (c) | LNS flips fewer binary weights than fine-tuning at every epoch | "
+                 f"mean flip rate of lns below finetune's in {lower} of {measured} epochs, above in {higher} "
+                 f"({against} of them counting), {n} | {verdict} |")
+
+    # (d) Where each arm ends: training loss in its last epoch, test accuracy as reported.
+    ce_gap = [_log_value(ft[-1], "ce", "loss") - _log_value(ln[-1], "ce", "loss") for ft, ln in pairs]
+    signs = (_direction(ce_gap), _direction([-d for d in delta]))
+    against = [why for sign, why in zip(signs, ("fine-tuning's training loss ends higher",
+                                                "fine-tuning's test accuracy ends higher")) if sign > 0]
+    verdict = "holds" if signs == (-1, -1) else f"does not hold: {'; '.join(against)}" if against else "undecided"
+    train = 100 * _log_value(baseline[0][-1], "accuracy")
+    test = 100 * _log_value(baseline[0][-1], "test_accuracy", "val_accuracy")
+    lines.append(f"| (d) | fine-tuning ends with the lower training loss but the lower test accuracy "
+                 f"(it overfits; LNS does less) | finetune − lns: last-epoch training CE "
+                 f"{interval(ce_gap, '.4f')}, test accuracy points {interval([-d for d in delta], '.2f')}, {n}; "
+                 f"the baseline's last epoch: "
+                 f"training {train:.2f} %, test {test:.2f} % | {verdict} |")
+    return lines
+
+
 def baseline_comparison(rows: list[dict], other_rows: list[dict], other: str) -> list[str]:
     """The lines of a section of `results.md`: each fine-tuning arm's paired difference
     to `finetune` from this campaign's baseline (`rows`) and from another campaign's
@@ -366,6 +500,8 @@ def write_results(folders: dict, results_dir: str, root: str, protocol: str, dat
     if protocol == "paper":
         lines += ["", *paper_table(rows)]
     lines += ["", *regime_table(folders)]
+    if protocol == "paper":
+        lines += ["", *paper_observations(rows, folders)]
     if compare:
         lines += ["", *baseline_comparison(rows, compare[1], compare[0])]
     with open(os.path.join(results_dir, "results.md"), "w") as f:

@@ -167,3 +167,48 @@ def test_regime_table_gives_where_each_arm_starts_and_ends(tmp_path):
         "| dorefa | finetune | 2 | 0.6100 | 0.3100 | 91.00 | 80.00 | 79.00 |",
         "| dorefa | lns | 1 | 0.5500 | 0.5200 | 82.00 | 83.00 | 82.00 |",
     ]
+
+
+def _observation_runs(tmp_path, lns_first_ce, lns_flips, lns_last_ce, lns_accuracy):
+    """A baseline and three seeds of `finetune` and `lns`, two fine-tuning epochs each."""
+    header = "epoch,accuracy,ce,loss,flip_rate,val_accuracy,test_accuracy\n"
+    baseline = [_run(tmp_path / "baseline", 0, 0.85, log=header + "0,0.90,0.40,0.40,0.01,0.86,0.85\n")]
+    finetune, lns = [], []
+    for seed, first, last, accuracy in ((0, 0.50, 0.30, 0.850), (1, 0.51, 0.31, 0.852), (2, 0.52, 0.29, 0.848)):
+        finetune.append(_run(tmp_path / f"s{seed}" / "finetune", seed, accuracy,
+                             log=header + f"0,0.9,{first},{first},0.010,0.8,0.8\n1,0.9,{last},{last},0.005,0.8,0.8\n"))
+        lns.append(_run(tmp_path / f"s{seed}" / "lns", seed, lns_accuracy[seed],
+                        log=header + f"0,0.9,{lns_first_ce[seed]},0.9,{lns_flips[0]},0.8,0.8\n"
+                                     f"1,0.9,{lns_last_ce},0.9,{lns_flips[1]},0.8,0.8\n"))
+    return {("dorefa", "baseline"): baseline, ("dorefa", "finetune"): finetune, ("dorefa", "lns"): lns}
+
+
+def test_paper_observations_measure_the_papers_four_claims_paired_by_seed(tmp_path):
+    # As the paper describes: fine-tuning's CE jumps by 0.10-0.12 over the baseline's 0.40,
+    # LNS's does not (0, +0.01, -0.02); LNS flips fewer weights; fine-tuning ends with the
+    # lower CE (0.29-0.31 against 0.35) and the lower test accuracy (by 0.5, 0.6, 0.8 points).
+    folders = _observation_runs(tmp_path / "paper", (0.40, 0.41, 0.38), (0.002, 0.001), 0.35, (0.855, 0.858, 0.856))
+    _, lines = report.write_results(folders, str(tmp_path / "results"), str(tmp_path), "paper", "x", 10000)
+    section = lines[lines.index("## The paper's four observations, measured here"):]
+    rows = {line.split(" | ")[0][2:]: line.split(" | ") for line in section if line.startswith("| (")}
+    assert list(rows) == ["(a)", "(b)", "(c)", "(d)"]
+    assert [row[-1] for row in rows.values()] == ["holds |"] * 4
+    # Rises 0.10, 0.11, 0.12: mean 0.11, s 0.01, half-width 4.303 * 0.01 / sqrt(3) = 0.0248.
+    assert "baseline's last (0.4000): finetune +0.1100 (+0.0852, +0.1348), lns -0.0033" in rows["(a)"][2]
+    assert "hold-out-selected: +0.63 (+0.25, +1.01), n=3" in rows["(b)"][2]
+    assert rows["(c)"][2] == "mean flip rate of lns below finetune's in 2 of 2 epochs, above in 0 (0 of them counting), n=3"
+    assert "training 90.00 %, test 85.00 %" in rows["(d)"][2]
+
+    # The opposite: LNS's CE jumps as fine-tuning's does, it flips more in the second
+    # epoch, and it ends with the lower training loss and the lower test accuracy.
+    folders = _observation_runs(tmp_path / "not", (0.50, 0.51, 0.52), (0.002, 0.006), 0.25, (0.845, 0.846, 0.844))
+    rows = {line.split(" | ")[0][2:]: line.split(" | ")[-1]
+            for line in report.paper_observations(report.results_rows(folders, str(tmp_path)), folders)
+            if line.startswith("| (")}
+    assert rows == {
+        "(a)": "does not hold: both rise |",
+        "(b)": "does not hold: fine-tuning ends higher |",
+        "(c)": "does not hold: LNS flips more in 1 epoch |",
+        "(d)": "does not hold: fine-tuning's training loss ends higher; fine-tuning's test accuracy ends higher |",
+    }
+    assert report.paper_observations([], {})[-1] == "| – | – | no `finetune` / `lns` pair and baseline yet | – |"
