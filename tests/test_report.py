@@ -196,7 +196,8 @@ def test_paper_observations_measure_the_papers_four_claims_paired_by_seed(tmp_pa
     # Rises 0.10, 0.11, 0.12: mean 0.11, s 0.01, half-width 4.303 * 0.01 / sqrt(3) = 0.0248.
     assert "baseline's last (0.4000): finetune +0.1100 (+0.0852, +0.1348), lns -0.0033" in rows["(a)"][2]
     assert "hold-out-selected: +0.63 (+0.25, +1.01), n=3" in rows["(b)"][2]
-    assert rows["(c)"][2] == "mean flip rate of lns below finetune's in 2 of 2 epochs, above in 0 (0 of them counting), n=3"
+    assert rows["(c)"][2] == ("mean flip rate of lns below finetune's in 2 of 2 epochs, above in 0 "
+                              "(0 of them counting), n=3")
     assert "training 90.00 %, test 85.00 %" in rows["(d)"][2]
 
     # The opposite: LNS's CE jumps as fine-tuning's does, it flips more in the second
