@@ -169,12 +169,12 @@ def test_regime_table_gives_where_each_arm_starts_and_ends(tmp_path):
     ]
 
 
-def _observation_runs(tmp_path, lns_first_ce, lns_flips, lns_last_ce, lns_accuracy):
+def _observation_runs(tmp_path, lns_first_ce, lns_flips, lns_last_ce, lns_accuracy, finetune_first=(0.50, 0.51, 0.52)):
     """A baseline and three seeds of `finetune` and `lns`, two fine-tuning epochs each."""
     header = "epoch,accuracy,ce,loss,flip_rate,val_accuracy,test_accuracy\n"
     baseline = [_run(tmp_path / "baseline", 0, 0.85, log=header + "0,0.90,0.40,0.40,0.01,0.86,0.85\n")]
     finetune, lns = [], []
-    for seed, first, last, accuracy in ((0, 0.50, 0.30, 0.850), (1, 0.51, 0.31, 0.852), (2, 0.52, 0.29, 0.848)):
+    for seed, first, last, accuracy in zip(range(3), finetune_first, (0.30, 0.31, 0.29), (0.850, 0.852, 0.848)):
         finetune.append(_run(tmp_path / f"s{seed}" / "finetune", seed, accuracy,
                              log=header + f"0,0.9,{first},{first},0.010,0.8,0.8\n1,0.9,{last},{last},0.005,0.8,0.8\n"))
         lns.append(_run(tmp_path / f"s{seed}" / "lns", seed, lns_accuracy[seed],
@@ -212,4 +212,14 @@ def test_paper_observations_measure_the_papers_four_claims_paired_by_seed(tmp_pa
         "(c)": "does not hold: LNS flips more in 1 epoch |",
         "(d)": "does not hold: fine-tuning's training loss ends higher; fine-tuning's test accuracy ends higher |",
     }
+
+    def verdict_a(finetune_first):
+        folders = _observation_runs(tmp_path / str(finetune_first), (0.40, 0.41, 0.38), (0.002, 0.001), 0.35,
+                                    (0.855, 0.858, 0.856), finetune_first)
+        lines = report.paper_observations(report.results_rows(folders, str(tmp_path)), folders)
+        return next(line for line in lines if line.startswith("| (a)")).split(" | ")[-1]
+
+    # Fine-tuning's CE falls (by 0.05-0.07), or moves by -0.05, 0 and +0.10: no rise to speak of.
+    assert verdict_a((0.35, 0.34, 0.33)) == "does not hold: fine-tuning's loss falls |"
+    assert verdict_a((0.35, 0.40, 0.50)) == "undecided: fine-tuning's rise does not count |"
     assert report.paper_observations([], {})[-1] == "| – | – | no `finetune` / `lns` pair and baseline yet | – |"
