@@ -262,6 +262,14 @@ def paper_table(rows: list[dict], quantizer: str = "dorefa") -> list[str]:
     return lines
 
 
+def _log_value(row: dict, *keys: str) -> float:
+    """The first of `keys` that `row` (a `log.csv` row) holds, as a float; nan if none."""
+    for key in keys:
+        if row.get(key) not in (None, "", "NA"):
+            return float(row[key])
+    return float("nan")
+
+
 def regime_table(folders: dict) -> list[str]:
     """The lines of a section of `results.md`: where each arm starts and ends, from
     its runs' `log.csv`, mean over runs. Training cross-entropy at the first and the
@@ -272,12 +280,6 @@ def regime_table(folders: dict) -> list[str]:
     Training figures are Keras's running means over the epoch's augmented batches,
     in training mode; an LNS run's `ce` is its loss without the noisy-supervision term."""
     import numpy as np
-
-    def value(row, *keys):
-        for key in keys:
-            if row.get(key) not in (None, "", "NA"):
-                return float(row[key])
-        return float("nan")
 
     def cell(values, scale=1.0, spec=".2f"):
         values = [v for v in values if not math.isnan(v)]
@@ -298,13 +300,14 @@ def regime_table(folders: dict) -> list[str]:
         logs = [log for log in (read_run(out)[1] for out in outs) if log]
         if not logs:
             continue
-        first = "–" if arm == "baseline" else cell([value(log[0], "ce", "loss") for log in logs], spec=".4f")
-        holdout = [value(log[-1], "val_accuracy") if log[-1].get("test_accuracy") else float("nan") for log in logs]
+        first = "–" if arm == "baseline" else cell([_log_value(log[0], "ce", "loss") for log in logs], spec=".4f")
+        holdout = [_log_value(log[-1], "val_accuracy") if log[-1].get("test_accuracy") else float("nan")
+                   for log in logs]
         lines.append(
             f"| {quantizer} | {arm} | {len(logs)} | {first} | "
-            f"{cell([value(log[-1], 'ce', 'loss') for log in logs], spec='.4f')} | "
-            f"{cell([value(log[-1], 'accuracy') for log in logs], 100)} | {cell(holdout, 100)} | "
-            f"{cell([value(log[-1], 'test_accuracy', 'val_accuracy') for log in logs], 100)} |")
+            f"{cell([_log_value(log[-1], 'ce', 'loss') for log in logs], spec='.4f')} | "
+            f"{cell([_log_value(log[-1], 'accuracy') for log in logs], 100)} | {cell(holdout, 100)} | "
+            f"{cell([_log_value(log[-1], 'test_accuracy', 'val_accuracy') for log in logs], 100)} |")
     return lines
 
 
@@ -317,14 +320,6 @@ def _direction(values: list[float]) -> int:
     if not values or math.isnan(half):
         return 0
     return 1 if mean - half > 0 else -1 if mean + half < 0 else 0
-
-
-def _log_value(row: dict, *keys: str) -> float:
-    """The first of `keys` that `row` (a `log.csv` row) holds, as a float; nan if none."""
-    for key in keys:
-        if row.get(key) not in (None, "", "NA"):
-            return float(row[key])
-    return float("nan")
 
 
 def paper_observations(rows: list[dict], folders: dict, quantizer: str = "dorefa") -> list[str]:
