@@ -390,7 +390,8 @@ def paper_observations(rows: list[dict], folders: dict, quantizer: str = "dorefa
         verdict = "does not hold: both rise" + (", LNS's less" if less else "")
     else:
         verdict = "holds"
-    lines.append(f"| (a) | fine-tuning at lr 0.01 raises the training loss at first; LNS does not | "
+    lines.append("| (a) | fine-tuning at lr 0.01 raises the training loss at first (from its baseline's 0.37); "
+                 "LNS does not | "
                  f"CE in epoch 1 minus the baseline's last ({start:.4f}): finetune "
                  f"{interval(rise_ft, '.4f')}, lns {interval(rise_lns, '.4f')}, {n} | {verdict} |")
 
