@@ -147,11 +147,13 @@ def paired_differences(rows: list[dict], quantizer: str, arm: str, reference: st
             if r["quantizer"] == quantizer and r["arm"] == arm and r["seed"] in theirs and r[key] is not None]
 
 
-def _interval(mean: float, half: float, n: str) -> str:
-    """'+0.10 (-0.20, +0.40), n=3', or without the interval when it is nan."""
+def _interval(mean: float, half: float, n: str | None = None, spec: str = ".2f") -> str:
+    """'+0.10 (-0.20, +0.40), n=3' (`n` None: without it), or without the interval
+    when it is nan; `spec` formats each figure."""
+    count = f", {n}" if n else ""
     if math.isnan(half):
-        return f"{mean:+.2f}, {n} (no interval)"
-    return f"{mean:+.2f} ({mean - half:+.2f}, {mean + half:+.2f}), {n}"
+        return f"{mean:+{spec}}{count} (no interval)"
+    return f"{mean:+{spec}} ({mean - half:+{spec}}, {mean + half:+{spec}}){count}"
 
 
 def _percent(fractions: list[float]) -> str:
@@ -368,12 +370,7 @@ def paper_observations(rows: list[dict], folders: dict, quantizer: str = "dorefa
 
     def interval(values, spec):
         values = [v for v in values if not math.isnan(v)]
-        if not values:
-            return "not logged"
-        mean, half = t_interval(values)
-        if math.isnan(half):
-            return f"{mean:+{spec}} (no interval)"
-        return f"{mean:+{spec}} ({mean - half:+{spec}}, {mean + half:+{spec}})"
+        return _interval(*t_interval(values), spec=spec) if values else "not logged"
 
     # (a) The rise of each arm's loss over the baseline's, in the first fine-tuning epoch.
     start = _log_value(baseline[0][-1], "ce", "loss")
@@ -381,9 +378,9 @@ def paper_observations(rows: list[dict], folders: dict, quantizer: str = "dorefa
     rise_lns = [_log_value(ln[0], "ce", "loss") - start for _, ln in pairs]
     if all(math.isnan(v) for v in rise_ft + rise_lns):
         verdict = "undecided: no cross-entropy logged"
-    elif _direction(rise_ft) < 0:
+    elif (rise := _direction(rise_ft)) < 0:
         verdict = "does not hold: fine-tuning's loss falls"
-    elif _direction(rise_ft) == 0:
+    elif rise == 0:
         verdict = "undecided: fine-tuning's rise does not count"
     elif _direction(rise_lns) > 0:
         less = _direction([b - a for a, b in zip(rise_ft, rise_lns)]) < 0
