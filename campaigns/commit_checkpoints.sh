@@ -9,8 +9,13 @@
 # (lns_larq.callbacks.zero_momentum): the zeros pack to nothing, so it costs about
 # half, ResNet-20 1.0 MB instead of 2.0, an LNS ResNet-20 about 10 MB instead of 19
 # (its mappings and their momentum). A run resumed from it starts without momentum,
-# back within about 10 of an epoch's 313 steps at SGD's 0.9; every run of a campaign
-# is treated alike, so the paired arms cross each session's end the same way.
+# back within about 10 of an epoch's 313 steps at SGD's 0.9. Its float tensors are
+# then rounded to MANTISSA_BITS bits of mantissa, 10 (float16's precision) unless set
+# (lns_larq.callbacks.round_checkpoint): an LNS ResNet-20's weights pack to 6.0 MB
+# instead of 9.5 (4.8 MB at 7 bits), each moves by at most 2^-11 of itself, no
+# latent weight changes sign, and 0.013 % of an LNS network's binary weights flip
+# (0.11 % at 7 bits; docs/results/README.md). Every run of a campaign is treated
+# alike, so the paired arms cross each session's end the same way.
 #
 # The checkpoint of a run is the newest of
 #   backup/             fine-tuning's (BackupAndRestore): every weight, the LNS
@@ -48,25 +53,27 @@ for run in $(find campaigns -name fit.log -printf '%h\n' | sort); do
     echo "not committed: $run ($checkpoint, $((size_kb / 1024)) MB) has trained ${seconds} s only; it starts again"
     continue
   fi
-  zeroed=0
+  counts="0 0"
   if [ "$checkpoint" = backup ]; then
     err=$(mktemp)
-    if zeroed=$("$PYTHON" -c 'import sys, lns_larq.callbacks as c
-print(c.zero_momentum(sys.argv[1]))' "$run/backup" 2> "$err"); then
-      zeroed=${zeroed##*$'\n'}  # its last line, whatever an import printed before
+    if counts=$("$PYTHON" -c 'import sys, lns_larq.callbacks as c
+print(c.zero_momentum(sys.argv[1]), c.round_checkpoint(sys.argv[1], int(sys.argv[2])))' \
+        "$run/backup" "${MANTISSA_BITS:-10}" 2> "$err"); then
+      counts=${counts##*$'\n'}  # its last line, whatever an import printed before
     else  # the checkpoint is committed whole rather than not at all
-      echo "momentum kept in $run: zero_momentum failed: $(tail -n 1 "$err")"
-      zeroed=0
+      echo "checkpoint of $run committed as it is: zero_momentum or round_checkpoint failed: $(tail -n 1 "$err")"
+      counts="0 0"
     fi
     rm -f "$err"
   fi
+  read -r zeroed rounded <<< "$counts"
   git rm -r -q --cached --ignore-unmatch "$run/backup" "$run/backup_warmup" "$run/warmup.weights.h5" \
     "$run/best.keras" "$run/last.keras" > /dev/null
   git add -f "$run/$checkpoint"
   for f in log.csv layers.csv fit.log elapsed.json flip_reference.npz warmup.json warmup_log.csv warmup/layers.csv; do
     [ -e "$run/$f" ] && git add -f "$run/$f"
   done
-  echo "checkpoint of $run ($checkpoint, $(du -sh "$run/$checkpoint" | cut -f1), $zeroed momentum tensors zeroed): $(($(wc -l < "$run/log.csv" 2>/dev/null || echo 1) - 1)) epochs"
+  echo "checkpoint of $run ($checkpoint, $(du -sh "$run/$checkpoint" | cut -f1), $zeroed momentum tensors zeroed, $rounded tensors rounded): $(($(wc -l < "$run/log.csv" 2>/dev/null || echo 1) - 1)) epochs"
 done
 git diff --cached --quiet || git commit -qm "${1:-Campaign checkpoints of the runs in flight (rerun the campaign command to resume them)}"
 git log --oneline -1

@@ -106,3 +106,36 @@ def test_benchmark_jobs_compares_one_process_with_pinned_jobs(tmp_path):
     assert row["gain"] == pytest.approx(row["jobs_images_per_s"] / row["single_images_per_s"])
     assert row["single_images_per_s"] == pytest.approx(8000 / row["single_step_ms"])
     assert "resnet8" in result.stdout and f"{row['gain']:.2f}x" in result.stdout
+
+
+def test_benchmark_rounding_prints_the_packed_size_and_flips_per_precision(tmp_path):
+    """A checkpoint of an LNS `resnet8` as BackupAndRestore lays it out (backup/chief),
+    rounded to 16 and 7 bits: each row's packed size and flip count, and the one-line
+    errors. Tiny and untrained: the figures' trend is checked, not their values."""
+    import lns_larq  # noqa: F401  # isort: skip  (Keras 2 before TensorFlow)
+    import tensorflow as tf
+
+    from lns_larq import models
+
+    base = models.get("resnet8")
+    pretrained = str(tmp_path / "base.keras")
+    base.save(pretrained)
+    model = lns_larq.lnsify(base)
+    tf.train.CheckpointManager(tf.train.Checkpoint(model=model), str(tmp_path / "backup" / "chief"), 1).save()
+    script = os.path.join(ROOT, "train", "benchmark_rounding.py")
+    result = subprocess.run([sys.executable, script, "--checkpoint", str(tmp_path / "backup"),
+                             "--pretrained", pretrained, "--bits", "16,7"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = result.stdout.strip().splitlines()[-3:]
+    # "   23 (as is)   1.23   0 of N", then "   16   1.01   0 of N (0.000 %)": the packed MB.
+    as_is, sixteen, seven = float(rows[0].split()[3]), float(rows[1].split()[1]), float(rows[2].split()[1])
+    assert rows[0].startswith("23 (as is)".rjust(13)) and " 0 of " in rows[0]
+    assert [row.split()[0] for row in rows[1:]] == ["16", "7"]
+    assert as_is > sixteen > seven > 0  # fewer bits, smaller
+    n = int(rows[0].split(" of ")[1])
+    assert n == sum(int(np.prod(layer.kernel.shape)) for layer in lns_larq.lns.lns_layers(model))
+    missing = subprocess.run([sys.executable, script, "--checkpoint", str(tmp_path / "none"),
+                              "--pretrained", pretrained], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert missing.returncode == 1 and "Traceback" not in missing.stderr
+    assert missing.stderr.strip().splitlines()[-1].endswith(f"--checkpoint {tmp_path / 'none'}: no such folder")

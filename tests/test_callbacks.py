@@ -3,6 +3,7 @@ true start, and the hardtanh bound and the noisy-objective warm start do what
 their documentation says (issue 12, item 5)."""
 
 import os
+import zlib
 
 import lns_larq  # noqa: F401  # isort: skip  (Keras 2 before TensorFlow)
 import larq as lq
@@ -294,3 +295,48 @@ def test_zero_momentum_leaves_adam_alone(tmp_path):
     assert zeroed == 0
     assert any(name.endswith(".index") for name in files)  # there was a checkpoint to leave alone
     assert len([v for v in optimizer if v.ndim > 0]) == 6  # Adam's two moments per weight
+
+
+@pytest.mark.parametrize("bits,packs_to", [(10, 0.75), (7, 0.6)])
+def test_round_mantissa_keeps_sign_and_the_precision_asked_for(bits, packs_to):
+    from lns_larq.callbacks import round_mantissa
+
+    x = np.random.default_rng(0).normal(0, 0.05, 100_000).astype(np.float32)
+    x[:4] = [0.0, -0.0, 1.0, -1e-30]
+    r = round_mantissa(x, bits)
+    assert not np.any(r.view(np.uint32) & ((1 << (23 - bits)) - 1))  # the dropped mantissa bits are zero
+    np.testing.assert_array_equal(np.signbit(r), np.signbit(x))
+    assert r[0] == 0 and r[2] == 1.0 and r[3] != 0  # zero stays zero; a tiny value keeps float32's exponent
+    assert np.max(np.abs(r - x) / np.maximum(np.abs(x), 1e-38)) <= 2.0 ** -(bits + 1)
+    assert np.mean(r != x) > 0.99  # it did round
+    # To nearest: no bias beyond sampling noise (truncation would shrink values by 2 ** -(bits + 2) on average).
+    assert abs(np.mean((r - x) / np.where(x == 0, 1, x))) < 2.0 ** -(bits + 6)
+    # What it is for: zlib (git's object store) packs the rounded weights smaller.
+    assert len(zlib.compress(r.tobytes())) < packs_to * len(zlib.compress(x.tobytes()))
+
+
+def test_round_mantissa_to_23_bits_is_the_identity():
+    from lns_larq.callbacks import round_mantissa
+
+    x = np.random.default_rng(1).normal(size=1000).astype(np.float32)
+    np.testing.assert_array_equal(round_mantissa(x, 23), x)
+    with pytest.raises(ValueError, match="bits"):
+        round_mantissa(x, 24)
+
+
+def test_round_checkpoint_resumes_from_the_rounded_weights(tmp_path):
+    """As campaigns/commit_checkpoints.sh leaves a checkpoint: momentum zeroed (so that
+    a step at lr 0 moves nothing), then every float tensor rounded."""
+    from lns_larq.callbacks import round_checkpoint, round_mantissa, zero_momentum
+
+    sgd = lambda: tf.keras.optimizers.SGD(0.5, momentum=0.9)  # noqa: E731
+    (weights, optimizer), (weights_after, optimizer_after), counts = _interrupted_then_resumed(
+        tmp_path, sgd, lambda backup: (zero_momentum(backup), round_checkpoint(backup)))
+    # The conv's kernel, the dense layer's kernel and bias, their three momentums, the learning rate.
+    assert counts == (3, 7)
+    for before, after in zip(weights, weights_after):  # lr 0, no momentum: the restored weights, unmoved
+        np.testing.assert_array_equal(after, round_mantissa(before))
+        np.testing.assert_array_equal(np.sign(after), np.sign(before))  # the binary weights are kept
+    assert any(np.any(round_mantissa(w) != w) for w in weights)  # there was something to round
+    assert all(not np.any(v) for v in optimizer_after if v.ndim > 0)  # zeros stay zeros
+    assert [v for v in optimizer_after if v.ndim == 0][0] == optimizer[0] + 1  # the step count, an integer, kept

@@ -101,7 +101,8 @@ def test_commit_checkpoints_commits_one_checkpoint_per_run_in_flight(tmp_path):
 
 def test_commit_checkpoints_commits_a_checkpoint_without_its_sgd_momentum(tmp_path):
     """A real fine-tuning checkpoint (SGD with momentum, BackupAndRestore) is
-    committed with its momentum zeroed: it packs smaller, and its weights are kept."""
+    committed with its momentum zeroed and its weights rounded to float16's
+    precision: it packs to about a third, and its weights keep their signs."""
     import lns_larq  # noqa: F401  # isort: skip  (Keras 2 before TensorFlow)
     import numpy as np
     import tensorflow as tf
@@ -132,14 +133,19 @@ def test_commit_checkpoints_commits_a_checkpoint_without_its_sgd_momentum(tmp_pa
     full = len(zlib.compress(open(data, "rb").read()))
 
     result = _commit_checkpoints(repo)
-    assert "4 momentum tensors zeroed" in result.stdout  # two kernels, two biases
+    # Two kernels, two biases; rounded: them, their momentums (zeros stay zeros) and the learning rate.
+    assert "4 momentum tensors zeroed, 9 tensors rounded" in result.stdout
     committed = _git(repo, "ls-files", "-s", os.path.relpath(data, repo)).split()[1]
     blob = subprocess.run(["git", "cat-file", "blob", committed], cwd=repo, capture_output=True, check=True).stdout
-    assert blob == open(data, "rb").read()  # what is committed is the zeroed file on disk
-    assert len(zlib.compress(blob)) < 0.6 * full  # the momentum, half the file, packs to nothing
+    assert blob == open(data, "rb").read()  # what is committed is the file on disk, zeroed and rounded
+    # The momentum, half the file, packs to nothing; the rounded weights to about two thirds.
+    # Measured: zeroing alone 0.505 of the full packed size, zeroing and rounding 0.329.
+    assert len(zlib.compress(blob)) < 0.4 * full
     after = tf.train.load_checkpoint(prefix)
+    from lns_larq.callbacks import round_mantissa
+
     for key, value in weights.items():
-        np.testing.assert_array_equal(after.get_tensor(key), value)
+        np.testing.assert_array_equal(after.get_tensor(key), round_mantissa(value))
 
 
 def test_every_committed_campaign_checkpoint_is_whole():
