@@ -20,7 +20,7 @@ import os
 import sys
 from typing import NoReturn
 
-__all__ = ["fail", "model_file", "write_json"]
+__all__ = ["fail", "model_file", "model_files", "write_json"]
 
 
 def fail(message: str) -> NoReturn:
@@ -38,6 +38,18 @@ def model_file(argv, model_path) -> str:
     if not os.path.isfile(model_path):
         fail(f"--model_path {model_path}: no such file")
     return model_path
+
+
+def model_files(argv) -> list[str]:
+    """The saved models a script takes as its positional arguments (`argv[1:]`), if
+    there is one or more and each is a file; otherwise `fail` with the problem."""
+    paths = argv[1:]
+    if not paths:
+        fail("give one or more saved models (.keras or .h5)")
+    missing = [p for p in paths if not os.path.isfile(p)]
+    if missing:
+        fail(f"no such file: {', '.join(missing)}")
+    return paths
 
 
 def write_json(path: str, report: dict) -> None:

@@ -10,11 +10,10 @@ move a weight to flip it (docs/results/paper.md).
 """
 
 import json
-import os
 
 from absl import app, flags
 
-from cli import fail
+from cli import fail, model_files
 
 FLAGS = flags.FLAGS
 flags.DEFINE_float("near_zero", 0.01, "Bound under which a weight counts as near zero.", lower_bound=0)
@@ -22,12 +21,7 @@ flags.DEFINE_string("output", None, "Also write the figures as JSON here.")
 
 
 def main(argv):
-    paths = argv[1:]
-    if not paths:
-        fail("give one or more saved models (.keras or .h5)")
-    missing = [p for p in paths if not os.path.isfile(p)]
-    if missing:
-        fail(f"no such file: {', '.join(missing)}")
+    paths = model_files(argv)
     from lns_larq import latent
     from lns_larq.keras_utils import load_model
 

@@ -13,11 +13,10 @@ on the first --images images of the training split's hold-out (the 10,000 that
 share their layers' names.
 """
 
-import os
 
 from absl import app, flags, logging
 
-from cli import fail, write_json
+from cli import fail, model_files, write_json
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("dataset", "cifar10", ["cifar10", "digits"], "cifar10, or digits (the bundled demo, no download).")
@@ -31,12 +30,7 @@ flags.DEFINE_string("output", None, "Also write the figures as JSON here.")
 
 def main(argv):
     logging.set_verbosity(logging.ERROR)
-    paths = argv[1:]
-    if not paths:
-        fail("give one or more saved models (.keras or .h5)")
-    missing = [p for p in paths if not os.path.isfile(p)]
-    if missing:
-        fail(f"no such file: {', '.join(missing)}")
+    paths = model_files(argv)
     if FLAGS.images > FLAGS.validation_size:
         fail(f"--images {FLAGS.images} exceeds the hold-out's {FLAGS.validation_size} images")
     import numpy as np
