@@ -1,6 +1,6 @@
 """Keras callbacks for binary networks: flips of the binary weights (`FlipRate`), test
 figures beside a hold-out (`TestAccuracy`), and the per-layer log both write (`LayerLog`);
-and helpers for `BackupAndRestore`'s checkpoints (`has_checkpoint`; `zero_momentum` and
+and helpers for `BackupAndRestore`'s checkpoints (`has_checkpoint`, `newest_checkpoint`; `zero_momentum` and
 `round_checkpoint`, which shrink what committing one costs).
 
 The monitor of LNS's mappings is LNS's own: `lns_larq.lns.LNSMonitor`.
@@ -20,7 +20,14 @@ def has_checkpoint(folder: str) -> bool:
     a `checkpoint` state file whose newest checkpoint is there. A state file alone,
     its checkpoint lost (a copy or a commit that missed it), is none: restoring from
     it would start the run again over its old logs."""
-    return any(True for _ in _newest_checkpoints(folder))
+    return newest_checkpoint(folder) is not None
+
+
+def newest_checkpoint(folder: str) -> str | None:
+    """The prefix of the newest checkpoint in `folder` (a `BackupAndRestore` folder,
+    which keeps it in `chief/`), for `tf.train.load_checkpoint` or
+    `tf.train.Checkpoint.read`; None if there is none."""
+    return next(_newest_checkpoints(folder), None)
 
 
 def _newest_checkpoints(folder):

@@ -47,21 +47,18 @@ def main(argv):
     from lns_larq import callbacks
     from lns_larq.keras_utils import load_model
 
-    def newest(folder):  # BackupAndRestore keeps its checkpoint in chief/
-        return tf.train.latest_checkpoint(os.path.join(folder, "chief"))
-
-    if not callbacks.has_checkpoint(FLAGS.checkpoint) or newest(FLAGS.checkpoint) is None:
+    if callbacks.newest_checkpoint(FLAGS.checkpoint) is None:
         fail(f"--checkpoint {FLAGS.checkpoint}: no BackupAndRestore checkpoint in it")
-    base = load_model(FLAGS.pretrained)
+    # One LNS network: each measurement restores every one of its variables.
+    model = lns_larq.lnsify(load_model(FLAGS.pretrained))
 
     def measure(folder):
         """Packed size (bytes) of the model's float tensors and the binary weights."""
-        prefix = newest(folder)
+        prefix = callbacks.newest_checkpoint(folder)
         reader = tf.train.load_checkpoint(prefix)
         packed = sum(len(zlib.compress(np.ascontiguousarray(reader.get_tensor(name)).tobytes()))
                      for name, dtype in reader.get_variable_to_dtype_map().items()
                      if dtype == tf.float32 and "optimizer" not in name)
-        model = lns_larq.lnsify(base)
         try:
             tf.train.Checkpoint(model=model).read(prefix).expect_partial().assert_existing_objects_matched()
         except (AssertionError, ValueError) as e:

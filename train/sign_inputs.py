@@ -44,7 +44,8 @@ def main(argv):
         _, holdout, _ = data.pipelines(arrays, batch_size=250, validation_size=FLAGS.validation_size, augment=False)
     except data.DataError as e:
         fail(str(e))
-    x = np.concatenate([batch for batch, _ in holdout.as_numpy_iterator()])[:FLAGS.images]
+    batches = holdout.take(-(-FLAGS.images // 250))  # the batches of 250 that hold --images, not all
+    x = np.concatenate([batch for batch, _ in batches.as_numpy_iterator()])[:FLAGS.images]
 
     results = []
     for path in paths:
