@@ -76,8 +76,10 @@ def promote(campaign=CAMPAIGN, why=None):
 
     entry = pretrained.read_manifest(candidate)[KEY]
     manifest = pretrained.read_manifest(pretrained.WEIGHTS_DIR)
-    if KEY in manifest and not why:
-        sys.exit(f"{KEY} already ships; say why it is replaced with --why")
+    try:
+        shipping.require_why(manifest, KEY, why)
+    except ValueError as e:
+        sys.exit(f"{e}")
     shutil.copy(os.path.join(candidate, entry["file"]), os.path.join(pretrained.WEIGHTS_DIR, entry["file"]))
     # The old entry goes into the new one's `previous`, for users of the old file.
     shipping.replace(manifest, KEY, entry, why)

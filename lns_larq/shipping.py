@@ -22,7 +22,7 @@ import tensorflow as tf
 from lns_larq import export, models, pretrained
 from lns_larq.quantizers import lns_layers
 
-__all__ = ["replace", "save", "state_difference", "write_manifest"]
+__all__ = ["replace", "require_why", "save", "state_difference", "write_manifest"]
 
 
 def save(model: tf.keras.Model, name: str, weights: str, quantizer: str, images: np.ndarray, labels: np.ndarray,
@@ -72,6 +72,13 @@ def save(model: tf.keras.Model, name: str, weights: str, quantizer: str, images:
     if directory == pretrained.WEIGHTS_DIR:
         pretrained.register(name, weights, item)
     return item
+
+
+def require_why(manifest: dict, key: str, why: str | None, where: str = "") -> None:
+    """Raise a ValueError if `key` ships in `manifest` and no `why` says why it is
+    replaced: users of the old weights read it in the new entry's `previous`."""
+    if key in manifest and not why:
+        raise ValueError(f"{key} already ships{where}; say why it is replaced with --why")
 
 
 def replace(manifest: dict, key: str, entry: dict, why: str | None) -> dict:

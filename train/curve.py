@@ -18,8 +18,20 @@ from cli import fail
 FLAGS = flags.FLAGS
 flags.DEFINE_string("run", None, "A train/fit.py run folder (log.csv; metrics.json if complete).")
 flags.DEFINE_string("output", None, "PNG to write (default <run>/curve.png).")
-flags.DEFINE_string("title", None, "Figure title (default: the run's model, data and wall time).")
+flags.DEFINE_string("title", None, "Figure title (default: the run's model, data and wall time; an "
+                    "unfinished run's folder and epochs).")
 flags.mark_flag_as_required("run")
+
+
+def default_title(run, metrics, epochs):
+    """The run's model, quantizer, data and wall time; a run still in flight (no
+    metrics.json, hence no config) is named by its folder and the epochs it has."""
+    if not metrics:
+        return f"{os.path.normpath(run)}, in flight: {epochs} epochs"
+    config = metrics.get("config", {})
+    return (f"{config.get('model', '')} ({config.get('quantizer', '')}), "
+            f"{os.path.basename(config.get('data_path') or config.get('dataset', ''))}"
+            + (f", {metrics['wall_time_s'] / 60:.0f} min" if metrics.get("wall_time_s") else ""))
 
 
 def main(argv):
@@ -59,12 +71,7 @@ def main(argv):
     lr_axis.set_ylabel("learning rate")
     lines = ax.get_lines() + lr_axis.get_lines()
     ax.legend(lines, [line.get_label() for line in lines], loc="lower right")
-    config = metrics.get("config", {})
-    title = FLAGS.title or (
-        f"{config.get('model', '')} ({config.get('quantizer', '')}), "
-        f"{os.path.basename(config.get('data_path') or config.get('dataset', ''))}"
-        + (f", {metrics['wall_time_s'] / 60:.0f} min" if metrics.get("wall_time_s") else ""))
-    ax.set_title(title, fontsize=9)
+    ax.set_title(FLAGS.title or default_title(FLAGS.run, metrics, len(rows)), fontsize=9)
     fig.tight_layout()
     output = FLAGS.output or os.path.join(FLAGS.run, "curve.png")
     fig.savefig(output, dpi=90)

@@ -49,8 +49,10 @@ def main(argv):
 
     directory = FLAGS.directory or pretrained.WEIGHTS_DIR
     key = f"{FLAGS.name}/{FLAGS.weights}"
-    if key in pretrained.read_manifest(directory) and not FLAGS.why:
-        fail(f"{key} already ships in {directory}; say why it is replaced with --why")
+    try:
+        shipping.require_why(pretrained.read_manifest(directory), key, FLAGS.why, f" in {directory}")
+    except ValueError as e:
+        fail(f"{e}")
 
     metrics_path = os.path.join(FLAGS.run, "metrics.json")
     if not os.path.exists(metrics_path):
