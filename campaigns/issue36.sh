@@ -11,11 +11,12 @@ P=".venv/bin/python train/reproduce.py --protocol paper"
 PAPER="$P --runs_dir campaigns/paper --results_dir docs/results/paper"
 PRELU="$P --model resnet20_prelu --runs_dir campaigns/paper_prelu --results_dir docs/results/paper_prelu"
 C="bash campaigns/commit_results.sh"
-done_() { [ -f "campaigns/$1/dorefa/seed0/baseline/metrics.json" ]; }
+metrics() { echo "campaigns/$1/dorefa/seed0/baseline/metrics.json"; }
+done_() { [ -f "$(metrics "$1")" ]; }
 # Issue 36's goal for the baseline: at least 84 % test accuracy (the paper: 85.06 %).
 meets_goal() {
-  done_ paper && .venv/bin/python -c "import json, sys; sys.exit(json.load(open(
-      'campaigns/paper/dorefa/seed0/baseline/metrics.json'))['test_accuracy'] < 0.84)"
+  done_ paper && .venv/bin/python -c "import json, sys
+sys.exit(json.load(open(sys.argv[1]))['test_accuracy'] < 0.84)" "$(metrics paper)"
 }
 
 # 1. The 400-epoch baseline (the paper's ResNet-20: SGD 0.1, cosine, 400 epochs),
