@@ -166,15 +166,25 @@ def test_every_committed_campaign_checkpoint_is_whole():
 # A stand-in for the campaign's Python: `-c` runs Python; train/reproduce.py with
 # `--arms baseline` "trains" the baseline of its --runs_dir: it writes its
 # metrics.json, with test accuracy $PLAIN_ACC for the plain one (0.86 for the
-# hedge), and its model.keras; any other call is stage 2, the arms. Each call is
-# logged in calls.log.
+# hedge), and its model.keras. A pinned run (one TensorFlow thread) of the plain
+# one takes 2 s, of the hedge $HEDGE_SECONDS, so the hedge is still training when
+# the plain one is done; a run alone takes no time. Stopped, it logs so. Any other call is stage 2, the
+# arms. Each call is logged in calls.log, a baseline's with its cores and threads.
 _FAKE_PYTHON = r"""#!/usr/bin/env bash
 if [ "$1" = -c ]; then exec python3 "$@"; fi
 runs=$(echo "$*" | sed -n 's/.*--runs_dir \([^ ]*\).*/\1/p')
 case "$*" in
   *"--arms baseline --figures=false"*)
-    echo "baseline $runs" >> calls.log
+    cores=$(python3 -c 'import os; print(",".join(map(str, sorted(os.sched_getaffinity(0)))))')
+    echo "baseline $runs cores=$cores threads=${TF_NUM_INTRAOP_THREADS:-all}" >> calls.log
     acc=0.86; [ "$runs" = campaigns/paper ] && acc=$PLAIN_ACC
+    # (the plain one pinned takes 2 s: the hedge is training by the time it is done)
+    [ "$runs" = campaigns/paper ] && [ "${TF_NUM_INTRAOP_THREADS:-}" = 1 ] && sleep 2
+    if [ "$runs" = campaigns/paper_prelu ] && [ "${TF_NUM_INTRAOP_THREADS:-}" = 1 ]; then
+      sleep "$HEDGE_SECONDS" &
+      trap 'kill $!' TERM
+      wait $! || { echo "stopped $runs" >> calls.log; exit 1; }
+    fi
     mkdir -p "$runs/dorefa/seed0/baseline"
     echo "{\"test_accuracy\": $acc}" > "$runs/dorefa/seed0/baseline/metrics.json"
     touch "$runs/dorefa/seed0/baseline/model.keras";;
@@ -183,9 +193,9 @@ esac
 """
 
 
-def _issue36(tmp_path, plain_acc, baseline=None):
+def _issue36(tmp_path, plain_acc, baseline=None, hedge_seconds=60):
     """Run campaigns/issue36.sh with the stand-in Python; return the repository, the
-    calls it logged and the script's output."""
+    calls it logged (a baseline's without its cores) and the script's output."""
     repo = tmp_path / "repo"
     if not repo.exists():
         (repo / "campaigns").mkdir(parents=True)
@@ -196,35 +206,49 @@ def _issue36(tmp_path, plain_acc, baseline=None):
         (repo / ".venv" / "bin" / "python").chmod(0o755)
         _git(repo, "init", "-q")
     (repo / "calls.log").write_text("")
-    env = {**os.environ, "PLAIN_ACC": str(plain_acc), **({"BASELINE": baseline} if baseline else {})}
+    env = {**os.environ, "PLAIN_ACC": str(plain_acc), "HEDGE_SECONDS": str(hedge_seconds),
+           **({"BASELINE": baseline} if baseline else {})}
     result = subprocess.run(["bash", "campaigns/issue36.sh"], cwd=repo, capture_output=True, text=True, timeout=120,
                             env=env)
     assert result.returncode == 0, result.stderr
     return repo, (repo / "calls.log").read_text().splitlines(), result.stdout
 
 
-def test_issue36_trains_the_plain_baseline_alone_and_its_arms_if_it_reaches_84_percent(tmp_path):
+ALL_CORES = ",".join(map(str, sorted(os.sched_getaffinity(0))))
+SIDE_BY_SIDE = [f"baseline campaigns/paper cores={sorted(os.sched_getaffinity(0))[0]} threads=1",
+                f"baseline campaigns/paper_prelu cores={sorted(os.sched_getaffinity(0))[-1]} threads=1"]
+
+
+def test_issue36_stops_the_hedge_once_the_plain_baseline_reaches_84_percent_and_starts_the_arms(tmp_path):
     repo, calls, _ = _issue36(tmp_path, 0.845)
-    # The hedge never trains; the arms fine-tune the plain baseline, whose model is
-    # committed for every later session.
-    assert calls == ["baseline campaigns/paper", "commit Campaign paper: the 400-epoch resnet20 baseline",
-                     "commit Campaign paper: the baseline the arms fine-tune (campaigns/paper)", "arms campaigns/paper"]
+    # The two candidates train at once, each pinned to its own core with one thread.
+    assert sorted(calls[:2]) == SIDE_BY_SIDE
+    # The hedge (60 s) is stopped, not waited for; the arms fine-tune the plain
+    # baseline, whose model is committed for every later session.
+    assert calls[2:] == ["stopped campaigns/paper_prelu", "commit Campaign paper: the 400-epoch resnet20 baseline",
+                         "commit Campaign paper: the baseline the arms fine-tune (campaigns/paper)",
+                         "arms campaigns/paper"]
     assert "campaigns/paper/dorefa/seed0/baseline/model.keras" in _git(repo, "diff", "--cached", "--name-only")
-    _, calls, _ = _issue36(tmp_path, 0.845)  # a rerun goes straight on to the arms
-    assert calls[-2:] == ["commit Campaign paper: the baseline the arms fine-tune (campaigns/paper)",
-                          "arms campaigns/paper"] and "baseline campaigns/paper" not in calls
+    assert not (repo / "campaigns/paper_prelu/dorefa/seed0/baseline/metrics.json").exists()
+    # A rerun goes straight on to the arms; the stopped hedge stays where it is.
+    _, calls, _ = _issue36(tmp_path, 0.845)
+    assert calls == ["commit Campaign paper: the 400-epoch resnet20 baseline",
+                     "commit Campaign paper: the baseline the arms fine-tune (campaigns/paper)", "arms campaigns/paper"]
 
 
-def test_issue36_below_84_percent_trains_the_hedge_then_waits_for_a_chosen_baseline(tmp_path):
+def test_issue36_below_84_percent_resumes_the_hedge_alone_then_waits_for_a_chosen_baseline(tmp_path):
     repo, calls, out = _issue36(tmp_path, 0.83)
-    assert calls == ["baseline campaigns/paper", "commit Campaign paper: the 400-epoch resnet20 baseline",
-                     "baseline campaigns/paper_prelu", "commit Campaign paper: the 400-epoch resnet20_prelu baseline"]
+    assert sorted(calls[:2]) == SIDE_BY_SIDE
+    assert calls[2:] == ["stopped campaigns/paper_prelu", "commit Campaign paper: the 400-epoch resnet20 baseline",
+                         f"baseline campaigns/paper_prelu cores={ALL_CORES} threads=all",
+                         "commit Campaign paper: the 400-epoch resnet20_prelu baseline"]
     assert "diagnose it (docs/recipe.md), then rerun with BASELINE=<campaign>" in out
     _, calls, _ = _issue36(tmp_path, 0.83, baseline="campaigns/paper_prelu")
     assert calls[-2:] == ["commit Campaign paper: the baseline the arms fine-tune (campaigns/paper_prelu)",
                           "arms campaigns/paper_prelu"]
 
 
-def test_issue36_a_plain_baseline_chosen_by_hand_below_84_percent_needs_no_hedge(tmp_path):
+def test_issue36_a_plain_baseline_chosen_by_hand_trains_alone_and_needs_no_hedge(tmp_path):
     _, calls, _ = _issue36(tmp_path, 0.83, baseline="campaigns/paper")
-    assert "baseline campaigns/paper_prelu" not in calls and calls[-1] == "arms campaigns/paper"
+    assert calls[0] == f"baseline campaigns/paper cores={ALL_CORES} threads=all"
+    assert not any("paper_prelu" in call for call in calls) and calls[-1] == "arms campaigns/paper"
