@@ -167,8 +167,9 @@ def test_every_committed_campaign_checkpoint_is_whole():
 # `--arms baseline` "trains" the baseline of its --runs_dir: it writes its
 # metrics.json, with test accuracy $PLAIN_ACC for the plain one (0.86 for the
 # hedge), and its model.keras. A pinned run (one TensorFlow thread) of the plain
-# one takes 2 s, of the hedge $HEDGE_SECONDS, so the hedge is still training when
-# the plain one is done; a run alone takes no time. Stopped, it logs so. Any other call is stage 2, the
+# one ends once the hedge's has started (hedge_training); a pinned run of the hedge
+# takes $HEDGE_SECONDS, so it is still training when the plain one is done; a run
+# alone takes no time. Stopped, it logs so. Any other call is stage 2, the
 # arms. Each call is logged in calls.log, a baseline's with its cores and threads.
 _FAKE_PYTHON = r"""#!/usr/bin/env bash
 if [ "$1" = -c ]; then exec python3 "$@"; fi
@@ -178,10 +179,12 @@ case "$*" in
     cores=$(python3 -c 'import os; print(",".join(map(str, sorted(os.sched_getaffinity(0)))))')
     echo "baseline $runs cores=$cores threads=${TF_NUM_INTRAOP_THREADS:-all}" >> calls.log
     acc=0.86; [ "$runs" = campaigns/paper ] && acc=$PLAIN_ACC
-    # (the plain one pinned takes 2 s: the hedge is training by the time it is done)
-    [ "$runs" = campaigns/paper ] && [ "${TF_NUM_INTRAOP_THREADS:-}" = 1 ] && sleep 2
+    if [ "$runs" = campaigns/paper ] && [ "${TF_NUM_INTRAOP_THREADS:-}" = 1 ]; then
+      for _ in $(seq 300); do [ -e hedge_training ] && break; sleep 0.1; done
+    fi
     if [ "$runs" = campaigns/paper_prelu ] && [ "${TF_NUM_INTRAOP_THREADS:-}" = 1 ]; then
       sleep "$HEDGE_SECONDS" &
+      touch hedge_training
       trap 'kill $!' TERM
       wait $! || { echo "stopped $runs" >> calls.log; exit 1; }
     fi
@@ -206,6 +209,7 @@ def _issue36(tmp_path, plain_acc, baseline=None, hedge_seconds=60):
         (repo / ".venv" / "bin" / "python").chmod(0o755)
         _git(repo, "init", "-q")
     (repo / "calls.log").write_text("")
+    (repo / "hedge_training").unlink(missing_ok=True)
     env = {**os.environ, "PLAIN_ACC": str(plain_acc), "HEDGE_SECONDS": str(hedge_seconds),
            **({"BASELINE": baseline} if baseline else {})}
     result = subprocess.run(["bash", "campaigns/issue36.sh"], cwd=repo, capture_output=True, text=True, timeout=120,
