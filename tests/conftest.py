@@ -1,4 +1,6 @@
+import importlib.util
 import os
+import sys
 
 import lns_larq  # noqa: F401  # isort: skip  (Keras 2 before TensorFlow)
 import numpy as np
@@ -7,6 +9,21 @@ import tensorflow as tf
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CIFAR_NPZ = os.path.join(ROOT, "..", "shared", "data", "cifar10", "cifar10_jpegq75.npz")
+
+
+def load_script(*path):
+    """The script at ROOT/`path` (e.g. "train", "curve.py") as a module, loaded with its
+    folder first on sys.path, as `python train/curve.py` has it (its sibling cli.py
+    importable); its `if __name__ == "__main__"` part does not run."""
+    folder = os.path.join(ROOT, *path[:-1])
+    spec = importlib.util.spec_from_file_location(os.path.splitext(path[-1])[0], os.path.join(folder, path[-1]))
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, folder)
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(folder)
+    return module
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import pytest
 
-from .conftest import ROOT
+from .conftest import ROOT, load_script
 
 SCRIPT = os.path.join(ROOT, "train", "benchmark.py")
 
@@ -76,11 +76,7 @@ def test_bad_input_is_one_line(tmp_path):
 def test_mapping_conv_formulations_compute_the_same_conv():
     """train/benchmark_mapping_conv.py's two padding-free formulations are the same
     3x3 "same" conv as tf.nn.conv2d: same gradients through three convs."""
-    sys.path.insert(0, os.path.join(ROOT, "train"))
-    try:
-        import benchmark_mapping_conv
-    finally:
-        sys.path.remove(os.path.join(ROOT, "train"))
+    benchmark_mapping_conv = load_script("train", "benchmark_mapping_conv.py")
     results = benchmark_mapping_conv.measure(filters=4, channels=3, hidden=5, rounds=1)
     assert set(results) == {"conv", "dense", "taps"}
     assert results["taps"]["macs"] == 49 and results["dense"]["macs"] == 81

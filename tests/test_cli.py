@@ -1,18 +1,13 @@
 """train/cli.py: the scripts' one-line argument errors, raised before TensorFlow loads."""
 
-import importlib.util
-import os
 
 import pytest
 
-from .conftest import ROOT
+from .conftest import load_script
 
 
 def _cli():
-    spec = importlib.util.spec_from_file_location("cli", os.path.join(ROOT, "train", "cli.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("train", "cli.py")
 
 
 @pytest.mark.parametrize("argv,path,message", [

@@ -1,29 +1,17 @@
 """train/curve.py: a run's training curve, finished or still in flight."""
 
-import importlib.util
 import json
 import os
 import subprocess
 import sys
 
-from .conftest import ROOT
+from .conftest import ROOT, load_script
 
 HEADER = "epoch,accuracy,lr,test_accuracy,val_accuracy\n"
 
 
-def _curve():
-    sys.path.insert(0, os.path.join(ROOT, "train"))  # curve.py imports its sibling cli.py
-    try:
-        spec = importlib.util.spec_from_file_location("curve", os.path.join(ROOT, "train", "curve.py"))
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(os.path.join(ROOT, "train"))
-    return module
-
-
 def test_a_run_in_flight_is_titled_by_its_folder_and_epochs():
-    curve = _curve()
+    curve = load_script("train", "curve.py")
     title = curve.default_title("campaigns/paper/baseline/", {}, 157)
     assert title == "campaigns/paper/baseline, in flight: 157 epochs"
     metrics = {"config": {"model": "resnet20", "quantizer": "dorefa", "data_path": "/d/cifar10_jpegq75.npz"},

@@ -5,23 +5,19 @@ The baking itself (train/ship_weights.py) is tested in test_pretrained.py; here 
 call is recorded instead of run, over fake run folders laid out as fit.py leaves them.
 """
 
-import importlib.util
 import json
-import os
 import shutil
 
 import pytest
 
 from lns_larq import pretrained
 
-from .conftest import ROOT
+from .conftest import load_script
 
 
 @pytest.fixture
 def ship(monkeypatch):
-    spec = importlib.util.spec_from_file_location("ship_best_lns", os.path.join(ROOT, "campaigns", "ship_best_lns.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("campaigns", "ship_best_lns.py")
     calls = []
     monkeypatch.setattr(module.subprocess, "run", lambda command, check: calls.append(command))
     module.calls = calls
