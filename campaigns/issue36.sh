@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Issue 36: the paper's own protocol (`--protocol paper`). Rerun to resume: finished
-# runs are skipped, an interrupted one resumes from its checkpoint, and a run whose
-# checkpoint was lost starts again (its old logs set aside in stale/).
+# runs are skipped, an interrupted one resumes from its checkpoint (the committed one
+# if this copy of the working folder lost it), and a run whose checkpoint was lost
+# from the commit too starts again (its old logs set aside in stale/).
 #   nohup bash campaigns/issue36.sh >> campaigns/issue36.log 2>&1 &
 # Before a session ends with runs in flight: bash campaigns/commit_checkpoints.sh
 # Edit this file by writing a new one and moving it over this one (mv): a running
@@ -11,6 +12,9 @@ P=".venv/bin/python train/reproduce.py --protocol paper"
 PAPER="$P --runs_dir campaigns/paper --results_dir docs/results/paper"
 PRELU="$P --model resnet20_prelu --runs_dir campaigns/paper_prelu --results_dir docs/results/paper_prelu"
 C="bash campaigns/commit_results.sh"
+# A new machine's partial copy of the last working folder may have lost a run's
+# committed checkpoint; the run would start again from epoch 1 (restore_checkpoints.sh).
+bash campaigns/restore_checkpoints.sh || exit 1
 metrics() { echo "campaigns/$1/dorefa/seed0/baseline/metrics.json"; }
 done_() { [ -f "$(metrics "$1")" ]; }
 # Issue 36's goal for the baseline: at least 84 % test accuracy (the paper: 85.06 %).

@@ -199,10 +199,11 @@ def _issue36(tmp_path, plain_acc, baseline=None):
     """Run campaigns/issue36.sh with the stand-in Python; return the repository, the
     calls it logged and the script's output."""
     repo = tmp_path / "repo"
-    if not repo.exists():
-        (repo / "campaigns").mkdir(parents=True)
+    if not (repo / ".venv").exists():
+        (repo / "campaigns").mkdir(parents=True, exist_ok=True)
         (repo / ".venv" / "bin").mkdir(parents=True)
-        shutil.copy(os.path.join(ROOT, "campaigns", "issue36.sh"), repo / "campaigns")
+        for script in ("issue36.sh", "restore_checkpoints.sh"):
+            shutil.copy(os.path.join(ROOT, "campaigns", script), repo / "campaigns")
         (repo / "campaigns" / "commit_results.sh").write_text('echo "commit $1" >> calls.log\n')
         (repo / ".venv" / "bin" / "python").write_text(_FAKE_PYTHON)
         (repo / ".venv" / "bin" / "python").chmod(0o755)
@@ -255,3 +256,81 @@ def test_issue36_a_plain_baseline_chosen_by_hand_trains_alone_and_needs_no_hedge
     _, calls, _ = _issue36(tmp_path, 0.83, baseline="campaigns/paper")
     assert calls[0] == f"baseline campaigns/paper cores={ALL_CORES} threads=all"
     assert not any("paper_prelu" in call for call in calls) and calls[-1] == "arms campaigns/paper"
+
+
+def _backup(folder, epoch):
+    """A BackupAndRestore folder as fit.py leaves it: checkpoint ckpt-<epoch> and the
+    state file naming it."""
+    chief = folder / "chief"
+    chief.mkdir(parents=True, exist_ok=True)
+    for old in chief.glob("ckpt-*"):
+        old.unlink()  # BackupAndRestore keeps one
+    for suffix in (".index", ".data-00000-of-00001"):
+        (chief / f"ckpt-{epoch}{suffix}").write_bytes(os.urandom(100))
+    (chief / "checkpoint").write_text(f'model_checkpoint_path: "ckpt-{epoch}"\n'
+                                      f'all_model_checkpoint_paths: "ckpt-{epoch}"\n')
+
+
+def _restore_checkpoints(repo):
+    shutil.copy(os.path.join(ROOT, "campaigns", "restore_checkpoints.sh"), repo / "campaigns")
+    result = subprocess.run(["bash", "campaigns/restore_checkpoints.sh"], cwd=repo, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def _files(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_restore_checkpoints_gives_back_a_committed_checkpoint_that_a_partial_copy_lost(tmp_path):
+    """A new machine's partial copy of the last working folder (tracked files as they
+    were, untracked ones missing) is restored to the commit; a run that can resume
+    from its own newer checkpoint is left alone."""
+    repo = _repo(tmp_path)
+    lost, rotated = _run(repo, "lost", 100.0), _run(repo, "rotated", 100.0)
+    lns = _run(repo, "lns", 100.0, checkpoint="warmup.weights.h5")
+    done = _run(repo, "done", 100.0, complete=True)
+    for run in (lost, rotated, done):
+        _backup(run / "backup", 2)
+    _git(repo, "add", "-f", "campaigns")
+    _git(repo, "commit", "-qm", "session end")
+    committed = {run: _files(run) for run in (lost, lns)}
+    # The next epoch on the old machine: BackupAndRestore replaced ckpt-2 by ckpt-3
+    # and the logs grew. Of `lost` and `done` the copy kept the tracked files only.
+    for run in (lost, rotated, done):
+        _backup(run / "backup", 3)
+        with open(run / "log.csv", "a") as log:
+            log.write("2,0.5\n")
+    for run in (lost, done):
+        for new in (run / "backup" / "chief").glob("ckpt-3*"):
+            new.unlink()
+    (lns / "warmup.weights.h5").unlink()
+    rotated_now, done_now = _files(rotated), _files(done)
+
+    out = _restore_checkpoints(repo)
+
+    assert _files(lost) == committed[lost] and _files(lns) == committed[lns]
+    assert "log.csv" in committed[lost] and b"2,0.5" not in committed[lost]["log.csv"]
+    assert _files(rotated) == rotated_now and _files(done) == done_now
+    assert sorted(line.split()[1] for line in out.splitlines()) == ["campaigns/c/lns", "campaigns/c/lost"]
+    assert _restore_checkpoints(repo) == ""  # nothing left to restore
+
+
+def test_issue36_restores_lost_checkpoints_before_it_resumes(tmp_path):
+    repo = tmp_path / "repo"
+    run = repo / "campaigns" / "paper" / "dorefa" / "seed0" / "baseline"
+    _backup(run / "backup", 188)
+    _git(repo, "init", "-q")
+    _git(repo, "config", "user.email", "t@t")
+    _git(repo, "config", "user.name", "t")
+    _git(repo, "add", "-f", "campaigns")
+    _git(repo, "commit", "-qm", "session end")
+    _backup(run / "backup", 189)
+    for new in (run / "backup" / "chief").glob("ckpt-189*"):
+        new.unlink()
+
+    _, _, out = _issue36(tmp_path, 0.845)
+
+    assert (run / "backup" / "chief" / "ckpt-188.index").exists()
+    assert out.startswith("restored campaigns/paper/dorefa/seed0/baseline from the last commit")
