@@ -9,9 +9,10 @@ With `n` > 1 the machine's cores (those this process may use) are split into `n`
 disjoint groups, and each job runs pinned to one group with TensorFlow's intra-op
 threads set to the group's size and its inter-op threads to 1. Two pinned
 processes of one thread each trained ResNet-20 1.19x faster in all than one
-process with two threads on an Intel Xeon (family 6 model 167), 1.07-1.20x on an
-AMD EPYC Zen 3, and its LNS variant 1.22-1.34x there (docs/benchmarks.md); each
-run alone is slower. With `n` = 1 a job inherits this process's cores and
+process with two threads on an Intel Xeon (family 6 model 167), 1.36-1.42x on one of
+family 6 model 207, 1.07-1.20x on an AMD EPYC Zen 3; its LNS variant 1.22-1.34x on
+Zen 3 and 1.18-1.20x on the model 207 Xeon (docs/benchmarks.md); each run alone is
+slower. With `n` = 1 a job inherits this process's cores and
 threads unchanged.
 
 A job's folder is locked (`fcntl.flock` on `<out>/.lock`) while it trains, so a
