@@ -318,12 +318,9 @@ def test_restore_checkpoints_gives_back_a_committed_checkpoint_that_a_partial_co
 
 
 def test_issue36_restores_lost_checkpoints_before_it_resumes(tmp_path):
-    repo = tmp_path / "repo"
+    repo = _repo(tmp_path)
     run = repo / "campaigns" / "paper" / "dorefa" / "seed0" / "baseline"
     _backup(run / "backup", 188)
-    _git(repo, "init", "-q")
-    _git(repo, "config", "user.email", "t@t")
-    _git(repo, "config", "user.name", "t")
     _git(repo, "add", "-f", "campaigns")
     _git(repo, "commit", "-qm", "session end")
     _backup(run / "backup", 189)
