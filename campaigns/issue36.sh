@@ -80,7 +80,8 @@ $C "Campaign paper: the baseline the arms fine-tune ($BASELINE)"
 ARMS="--arms baseline,finetune,lns,lns_no_noisy --seeds 5 --arm_seeds lns_no_noisy=3 --jobs 2"
 MODEL=$([ "$BASELINE" = campaigns/paper_prelu ] && echo "--model resnet20_prelu")
 # After each LNS run, the best hold-out LNS run so far is kept, baked, as the
-# resnet20_lns candidate (its last epoch: best.keras does not outlive a session).
+# candidate to ship under its model's name, resnet20_lns or resnet20_prelu_lns (its
+# last epoch: best.keras does not outlive a session).
 SHIP=".venv/bin/python campaigns/ship_best_lns.py --campaign $BASELINE --checkpoint model.keras"
 # shellcheck disable=SC2016  # RUN_DIR is the runner's, expanded when each run ends
 AFTER='case "$RUN_DIR" in */lns*) '"$SHIP"' && git add -f '"$BASELINE"'/shipped;; esac;

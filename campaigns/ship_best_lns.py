@@ -1,5 +1,5 @@
-"""A campaign's LNS run with the best hold-out accuracy, baked and measured as
-`resnet20_lns` would ship, kept in <campaign>/shipped/.
+"""A campaign's LNS run with the best hold-out accuracy, baked and measured as it
+would ship (as `resnet20_lns`), kept in <campaign>/shipped/.
 
     .venv/bin/python campaigns/ship_best_lns.py            # after each long LNS run
     .venv/bin/python campaigns/ship_best_lns.py --promote --why "..."  # ship it: into lns_larq/weights
@@ -17,6 +17,11 @@ Every LNS arm (`lns*`) competes. `--promote` moves the candidate's file and
 manifest entry (its figures, measured by lns_larq.shipping.save on the test split
 and the hold-out) into the package, with its difference to the shipped `resnet20`
 it was fine-tuned from.
+
+The name it ships under is its runs' model: `resnet20_lns`, or `resnet20_prelu_lns`
+for a campaign that fine-tunes the `resnet20_prelu` baseline (issue 36's hedge),
+whose figures are then stated against the shipped `resnet20_prelu`. A name loads
+one architecture (`lns_larq.models.get`), so PReLU weights never ship as `resnet20`.
 """
 
 import csv
@@ -30,14 +35,24 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CAMPAIGN = os.path.join("campaigns", "long")
 CHECKPOINT = "best.keras"
-KEY = "resnet20_lns/cifar10"
-BASELINE = "resnet20/cifar10"
+WEIGHTS = "cifar10"
 
 
-def shipped_run(directory):
-    """The run folder the entry `KEY` of `directory`'s manifest was made from, or None."""
+def key(name):
+    """The manifest key of model `name`'s weights."""
+    return f"{name}/{WEIGHTS}"
+
+
+def baseline_key(name):
+    """The manifest key of the baseline an LNS model `name` is fine-tuned from: its
+    base architecture's (`resnet20` for `resnet20_lns`)."""
+    return key(name.removesuffix("_lns"))
+
+
+def shipped_run(directory, name):
+    """The run folder the entry of `name` in `directory`'s manifest was made from, or None."""
     path = os.path.join(directory, "manifest.json")
-    command = json.load(open(path)).get(KEY, {}).get("command", "") if os.path.exists(path) else ""
+    command = json.load(open(path)).get(key(name), {}).get("command", "") if os.path.exists(path) else ""
     return command.split("--output_dir=")[1].split()[0] if "--output_dir=" in command else None
 
 
@@ -56,7 +71,9 @@ def keep_best(campaign=CAMPAIGN, checkpoint=CHECKPOINT):
         os.path.dirname(path) for path in glob.glob(os.path.join(campaign, "dorefa", "seed*", "lns*", "metrics.json")))}
     if not runs:
         sys.exit(f"no complete LNS run in {campaign} yet")
-    best, kept = max(runs, key=runs.get), shipped_run(candidate)
+    best = max(runs, key=runs.get)
+    name = json.load(open(os.path.join(best, "metrics.json")))["model"]
+    kept = shipped_run(candidate, name)
     if kept in runs and runs[kept] >= runs[best]:
         print(f"the candidate stays {kept} (hold-out {100 * runs[kept]:.2f} %, the best of {len(runs)} LNS runs "
               f"of {campaign})")
@@ -66,7 +83,7 @@ def keep_best(campaign=CAMPAIGN, checkpoint=CHECKPOINT):
     os.makedirs(candidate, exist_ok=True)
     before = f"{100 * runs[kept]:.2f} %" if kept in runs else f"a run of another campaign ({kept})"
     why = ["--why", f"hold-out {100 * runs[best]:.2f} % against {before}"] if kept else []
-    subprocess.run([sys.executable, "train/ship_weights.py", "--run", best, "--name", "resnet20_lns",
+    subprocess.run([sys.executable, "train/ship_weights.py", "--run", best, "--name", name,
                     "--checkpoint", checkpoint, "--directory", candidate, *why], check=True)
 
 
@@ -74,23 +91,32 @@ def promote(campaign=CAMPAIGN, why=None):
     candidate = os.path.join(campaign, "shipped")
     from lns_larq import pretrained, shipping
 
-    entry = pretrained.read_manifest(candidate)[KEY]
+    candidates = pretrained.read_manifest(candidate)
+    if len(candidates) != 1:
+        sys.exit(f"{candidate} holds {len(candidates)} candidates, not one: rerun without --promote first")
+    ((shipped, entry),) = candidates.items()
+    name = shipped.split("/")[0]
+    baseline = baseline_key(name)
     manifest = pretrained.read_manifest(pretrained.WEIGHTS_DIR)
+    if baseline not in manifest:
+        # The difference is stated to the shipped baseline, so that one ships first.
+        sys.exit(f"{baseline} does not ship: ship the baseline the campaign fine-tunes first "
+                 f"(train/ship_weights.py --run {campaign}/dorefa/seed0/baseline --name {baseline.split('/')[0]})")
     try:
-        shipping.require_why(manifest, KEY, why)
+        shipping.require_why(manifest, shipped, why)
     except ValueError as e:
         sys.exit(f"{e}")
     shutil.copy(os.path.join(candidate, entry["file"]), os.path.join(pretrained.WEIGHTS_DIR, entry["file"]))
     # The old entry goes into the new one's `previous`, for users of the old file.
-    shipping.replace(manifest, KEY, entry, why)
+    shipping.replace(manifest, shipped, entry, why)
     # Every run of the campaign fine-tunes the shipped baseline, whose figures the
     # manifest holds beside it.
-    shipping.state_difference(manifest, KEY, BASELINE)
+    shipping.state_difference(manifest, shipped, baseline)
     shipping.write_manifest(pretrained.WEIGHTS_DIR, manifest)
-    difference = manifest[KEY]["difference"]
-    print(f"shipped {KEY} from {shipped_run(candidate)}: test {100 * entry['test_accuracy']:.2f} %, "
+    difference = manifest[shipped]["difference"]
+    print(f"shipped {shipped} from {shipped_run(candidate, name)}: test {100 * entry['test_accuracy']:.2f} %, "
           f"hold-out {100 * entry['holdout_accuracy']:.2f} % ({100 * difference['test_accuracy']:+.2f} and "
-          f"{100 * difference['holdout_accuracy']:+.2f} points to {BASELINE})")
+          f"{100 * difference['holdout_accuracy']:+.2f} points to {baseline})")
 
 
 if __name__ == "__main__":
@@ -101,8 +127,8 @@ if __name__ == "__main__":
     parser.add_argument("--checkpoint", default=CHECKPOINT, choices=["best.keras", "model.keras"],
                         help="The run's model to bake: its hold-out's epoch or its last.")
     parser.add_argument("--promote", action="store_true", help="Ship the kept candidate into lns_larq/weights.")
-    parser.add_argument("--why", help="With --promote: why it replaces the shipped resnet20_lns (kept in the "
-                        "manifest with the old file's SHA-256 and figures).")
+    parser.add_argument("--why", help="With --promote: why it replaces the LNS weights shipping under its name "
+                        "(kept in the manifest with the old file's SHA-256 and figures).")
     args = parser.parse_args()
     os.chdir(ROOT)
     sys.path.insert(0, ROOT)

@@ -43,6 +43,11 @@ def save(model: tf.keras.Model, name: str, weights: str, quantizer: str, images:
 
     # Returns
         The `Pretrained` entry written to `directory/manifest.json`.
+
+    # Raises
+        ValueError: if the weights do not load into `name`'s base architecture
+            (e.g. a `resnet20_prelu` model shipped as `resnet20`); nothing is
+            written then.
     """
     base, _ = models.split_name(name)
     if lns_layers(model):
@@ -50,9 +55,29 @@ def save(model: tf.keras.Model, name: str, weights: str, quantizer: str, images:
     os.makedirs(directory, exist_ok=True)
     file = f"{name}_{weights}.weights.h5"
     path = os.path.join(directory, file)
-    model.save_weights(path)
     fresh = models.get(base, quantizer=quantizer)
-    fresh.load_weights(path)
+
+    def shapes(m):
+        return [tuple(w.shape) for w in m.weights]
+
+    # Weights of another network must not overwrite the ones that ship under
+    # `name`. The .weights.h5 format loads by layer name and ignores layers the
+    # file has in excess: a resnet20_prelu's weights load silently into resnet20,
+    # so the weights are compared first. They are then written aside and loaded,
+    # and replace the shipped file only once they load.
+    partial = os.path.join(directory, f".partial.{file}")  # .weights.h5: the format the name picks
+    try:
+        if shapes(model) != shapes(fresh):
+            raise ValueError(f"{len(model.weights)} weight arrays against {len(fresh.weights)}, or other shapes")
+        model.save_weights(partial)
+        fresh.load_weights(partial)
+    except ValueError as e:
+        if os.path.exists(partial):
+            os.remove(partial)
+        reason = str(e).strip().splitlines()[0]
+        raise ValueError(f"cannot ship {model.name} as {name}: its weights do not load into {base} ({reason})"
+                         ) from None
+    os.replace(partial, path)
 
     def correct(x, y):
         predictions = np.argmax(fresh.predict(pretrained.preprocess(x), batch_size=500, verbose=0), axis=-1)

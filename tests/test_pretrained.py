@@ -1,5 +1,6 @@
 """Shipped weights: loadable by name, hash-checked, and as accurate as stated."""
 
+import json
 import os
 import re
 import shutil
@@ -127,6 +128,42 @@ def test_save_writes_a_loadable_entry(tmp_path):
     np.testing.assert_allclose(fresh.predict(pretrained.preprocess(images), verbose=0), expected, atol=1e-4)
     predictions = np.argmax(expected, -1) == labels.reshape(-1)
     assert item.test_accuracy == pytest.approx(float(predictions.mean()))
+
+
+def _ship_as_resnet20(model, tmp_path):
+    """Ship `model` as resnet20 into `tmp_path`, where other resnet20 weights ship;
+    assert it fails in one line and leaves them as they were."""
+    (tmp_path / "resnet20_test.weights.h5").write_bytes(b"the shipped weights")
+    (tmp_path / "manifest.json").write_text("{}")
+    arrays = data.load("cifar10", data_path=CIFAR_NPZ)
+    expected = f"^cannot ship {model.name} as resnet20: its weights do not load into resnet20 " + r"\(.+\)$"
+    with pytest.raises(ValueError, match=expected) as error:
+        shipping.save(model, "resnet20", "test", "dorefa", arrays.x_test[:8], arrays.y_test[:8], data="test",
+                      command="test", directory=str(tmp_path))
+    assert "\n" not in str(error.value)
+    assert sorted(os.listdir(tmp_path)) == ["manifest.json", "resnet20_test.weights.h5"]
+    assert (tmp_path / "resnet20_test.weights.h5").read_bytes() == b"the shipped weights"
+    assert (tmp_path / "manifest.json").read_text() == "{}"
+
+
+def test_save_leaves_the_shipped_file_alone_when_the_weights_do_not_fit_the_name(tmp_path):
+    """Weights of another architecture raise a one-line error before the shipped
+    file changes: resnet20_prelu's, which the .weights.h5 format would load into
+    resnet20 without a word (it ignores the PReLUs), and resnet8's."""
+    for other in ("resnet20_prelu", "resnet8"):
+        _ship_as_resnet20(models.get(other, quantizer="dorefa"), tmp_path)
+
+
+def test_ship_weights_ships_a_run_only_under_its_own_model_name(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.json").write_text(json.dumps(dict(model="resnet20_prelu", config={})))
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "train", "ship_weights.py"), "--run", str(run),
+                             "--name", "resnet20", "--directory", str(tmp_path / "weights")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0 and not (tmp_path / "weights").exists()
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"ship_weights.py: error: {run} trained resnet20_prelu, not resnet20: ship it as --name resnet20_prelu")
 
 
 def test_replace_keeps_a_record_of_the_weights_it_replaces():
