@@ -43,12 +43,6 @@ def key(name):
     return f"{name}/{WEIGHTS}"
 
 
-def baseline_key(name):
-    """The manifest key of the baseline an LNS model `name` is fine-tuned from: its
-    base architecture's (`resnet20` for `resnet20_lns`)."""
-    return key(name.removesuffix("_lns"))
-
-
 def shipped_run(directory, name):
     """The run folder the entry of `name` in `directory`'s manifest was made from, or None."""
     path = os.path.join(directory, "manifest.json")
@@ -89,19 +83,20 @@ def keep_best(campaign=CAMPAIGN, checkpoint=CHECKPOINT):
 
 def promote(campaign=CAMPAIGN, why=None):
     candidate = os.path.join(campaign, "shipped")
-    from lns_larq import pretrained, shipping
+    from lns_larq import models, pretrained, shipping
 
     candidates = pretrained.read_manifest(candidate)
     if len(candidates) != 1:
         sys.exit(f"{candidate} holds {len(candidates)} candidates, not one: rerun without --promote first")
     ((shipped, entry),) = candidates.items()
     name = shipped.split("/")[0]
-    baseline = baseline_key(name)
+    base, _ = models.split_name(name)  # the baseline an LNS model is fine-tuned from: resnet20 for resnet20_lns
+    baseline = key(base)
     manifest = pretrained.read_manifest(pretrained.WEIGHTS_DIR)
     if baseline not in manifest:
         # The difference is stated to the shipped baseline, so that one ships first.
         sys.exit(f"{baseline} does not ship: ship the baseline the campaign fine-tunes first "
-                 f"(train/ship_weights.py --run {campaign}/dorefa/seed0/baseline --name {baseline.split('/')[0]})")
+                 f"(train/ship_weights.py --run {campaign}/dorefa/seed0/baseline --name {base})")
     try:
         shipping.require_why(manifest, shipped, why)
     except ValueError as e:

@@ -61,9 +61,9 @@ def main(argv):
         metrics = json.load(f)
     # A name loads one architecture (lns_larq.models.get): a resnet20_prelu run
     # cannot ship as resnet20, nor an LNS run as the baseline it started from.
-    if metrics.get("model") != FLAGS.name:
-        fail(f"{FLAGS.run} trained {metrics.get('model')}, not {FLAGS.name}: ship it as --name "
-             f"{metrics.get('model')}")
+    trained = metrics.get("model")
+    if trained != FLAGS.name:
+        fail(f"{FLAGS.run} trained {trained}, not {FLAGS.name}: ship it as --name {trained}")
     try:
         models.split_name(FLAGS.name)
         model = export.load_model(os.path.join(FLAGS.run, FLAGS.checkpoint))
