@@ -152,6 +152,12 @@ def test_resnet20_prelu_exports_every_binary_conv_as_lce_bconv(tmp_path):
     assert counts["LceBconv2d"] == 18 and counts["PRELU"] == 18
 
 
+def test_resnet20_hardtanh_exports_every_binary_conv_as_lce_bconv(tmp_path):
+    report = export.export_tflite(models.get("resnet20_hardtanh"), str(tmp_path / "hardtanh.tflite"),
+                                  float_reference=False)
+    _assert_all_binary_convs_converted(report)
+
+
 def test_keras_and_lce_agree_on_cifar10_test_images(dorefa_models, lns_export, cifar_path):
     _, model = dorefa_models
     images, labels = export.cifar10_test_images(cifar_path, 200)

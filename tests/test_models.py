@@ -55,6 +55,27 @@ def test_resnet20_prelu_is_resnet20_with_a_prelu_after_every_binary_conv():
                for layer in lns.layers) == 18
 
 
+def test_resnet20_hardtanh_bounds_every_sign_input_to_the_estimator_window():
+    """IR-Net's block: a hardtanh after the first conv's BN and after every
+    addition, so every sign sees inputs in [-1, 1]; the plain network's do not."""
+    from lns_larq.activations import sign_inputs
+
+    plain, bounded = models.get("resnet20"), models.get("resnet20_hardtanh")
+    assert bounded.name == "resnet20_hardtanh_dorefa" and bounded.count_params() == plain.count_params()
+    binary = [layer.name for layer in bounded.layers if is_binarized_conv(layer)]
+    assert binary == [layer.name for layer in plain.layers if is_binarized_conv(layer)]
+    for name in binary:
+        add = bounded.get_layer(f"{name}_add")
+        assert bounded.get_layer(f"{name}_hardtanh").input is add.output
+    bounded.set_weights(plain.get_weights())  # the same parameters: only the clip differs
+    x = 3.0 * np.random.default_rng(0).standard_normal((8, 32, 32, 3)).astype(np.float32)
+    assert max(row["outside"] for row in sign_inputs(bounded, x)) == 0.0
+    assert min(row["outside"] for row in sign_inputs(plain, x)) > 0.0
+    lns = models.get("resnet20_hardtanh_lns")
+    assert sum(isinstance(getattr(layer, "kernel_quantizer", None), models.lns.LNSQuantizer)
+               for layer in lns.layers) == 18
+
+
 @pytest.mark.parametrize("quantizer", ["dorefa", "xnor", "binarynet"])
 def test_every_binary_conv_binarizes(quantizer):
     model = models.get("resnet20", quantizer=quantizer)

@@ -21,13 +21,14 @@ import tensorflow as tf
 from lns_larq import bonn, lns, methods, pretrained  # noqa: F401
 from lns_larq.models.alexnet import alexnet
 from lns_larq.models.bireal import resnet18_bireal
-from lns_larq.models.resnet import resnet8, resnet20, resnet20_fp, resnet20_prelu
+from lns_larq.models.resnet import resnet8, resnet20, resnet20_fp, resnet20_hardtanh, resnet20_prelu
 
 _BASE_MODELS = {
     "resnet20": resnet20,
     "resnet8": resnet8,
     "resnet20_fp": resnet20_fp,
     "resnet20_prelu": resnet20_prelu,
+    "resnet20_hardtanh": resnet20_hardtanh,
     "resnet18_bireal": resnet18_bireal,
     "alexnet": alexnet,
 }

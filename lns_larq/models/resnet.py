@@ -37,12 +37,13 @@ def _bn(name):
 
 
 def bireal_stages(x: tf.Tensor, stages: tuple[int, ...], blocks: int, conv_kwargs: dict, prelu: bool = False,
-                  relu: bool = False, pool_padding: str = "valid") -> tf.Tensor:
+                  relu: bool = False, hardtanh: bool = False, pool_padding: str = "valid") -> tf.Tensor:
     """Stages of basic blocks with a shortcut around every 3x3 conv (Bi-Real).
 
     Stage s > 1 starts with a stride-2 conv whose shortcut is a full-precision
     average pool + 1x1 conv + BN. `prelu` adds a PReLU after each conv's BN (Bi-Real
-    + PReLU), `relu` a ReLU after each addition (the full-precision reference).
+    + PReLU), `relu` a ReLU after each addition (the full-precision reference),
+    `hardtanh` a hardtanh after each addition (IR-Net's block).
     """
     for s, channels in enumerate(stages, start=1):
         for b in range(1, blocks + 1):
@@ -65,22 +66,27 @@ def bireal_stages(x: tf.Tensor, stages: tuple[int, ...], blocks: int, conv_kwarg
                 x = tf.keras.layers.Add(name=f"{name}_add")([y, shortcut])
                 if relu:
                     x = tf.keras.layers.ReLU(name=f"{name}_relu")(x)
+                if hardtanh:
+                    x = tf.keras.layers.Activation(lq.activations.hard_tanh, name=f"{name}_hardtanh")(x)
     return x
 
 
 def resnet20(quantizer: str | None = "dorefa", num_classes: int = 10, input_shape: tuple[int, int, int] = (32, 32, 3),
              stages: tuple[int, ...] = (16, 32, 64), blocks: int = 3, prelu: bool = False,
-             name: str = "resnet20") -> tf.keras.Model:
+             hardtanh: bool = False, name: str = "resnet20") -> tf.keras.Model:
     """Binary ResNet-20. `quantizer`: `"dorefa"`, `"xnor"`, `"binarynet"`, or `None`
     for the same network in full precision; `prelu`: a PReLU after each binary
-    conv's BN (`resnet20_prelu`)."""
+    conv's BN (`resnet20_prelu`); `hardtanh`: a hardtanh after the first conv's BN
+    and after each addition (`resnet20_hardtanh`)."""
     conv_kwargs = binary_conv_kwargs(quantizer)
     inputs = tf.keras.Input(input_shape, name="image")
     x = tf.keras.layers.Conv2D(stages[0], 3, padding="same", use_bias=False, name="conv1")(inputs)
     x = _bn("conv1_bn")(x)
     if quantizer is None:
         x = tf.keras.layers.ReLU(name="conv1_relu")(x)
-    x = bireal_stages(x, stages, blocks, conv_kwargs, prelu=prelu, relu=quantizer is None)
+    elif hardtanh:
+        x = tf.keras.layers.Activation(lq.activations.hard_tanh, name="conv1_hardtanh")(x)
+    x = bireal_stages(x, stages, blocks, conv_kwargs, prelu=prelu, relu=quantizer is None, hardtanh=hardtanh)
     x = tf.keras.layers.GlobalAveragePooling2D(name="pool")(x)
     outputs = tf.keras.layers.Dense(num_classes, name="logits")(x)
     return tf.keras.Model(inputs, outputs, name=f"{name}_{quantizer}" if quantizer else f"{name}_fp")
@@ -103,6 +109,19 @@ def resnet20_prelu(quantizer: str | None = "dorefa", num_classes: int = 10,
     short of the paper's 85 % under its own SGD recipe (docs/recipe.md)."""
     return resnet20(quantizer, num_classes=num_classes, input_shape=input_shape, prelu=True,
                     name="resnet20_prelu")
+
+
+def resnet20_hardtanh(quantizer: str | None = "dorefa", num_classes: int = 10,
+                      input_shape: tuple[int, int, int] = (32, 32, 3)) -> tf.keras.Model:
+    """Binary ResNet-20 with IR-Net's bound on the residual stream: a hardtanh,
+    clip(x, -1, 1), after the first conv's BN and after every addition
+    (`htqin/IR-Net`, `CIFAR-10/ResNet20/1w1a/resnet.py`). Every sign then sees
+    inputs in [-1, 1], where `ste_sign` passes its gradient; in `resnet20` the
+    stream widens along each stage and most inputs lie outside it
+    (docs/recipe.md, "What the sign activations see"). No parameter is added.
+    The candidate to test that cause should the 400-epoch baseline fall short."""
+    return resnet20(quantizer, num_classes=num_classes, input_shape=input_shape, hardtanh=True,
+                    name="resnet20_hardtanh")
 
 
 def resnet20_fp(num_classes: int = 10, input_shape: tuple[int, int, int] = (32, 32, 3),
