@@ -31,9 +31,9 @@ sys.exit(json.load(open(sys.argv[1]))['test_accuracy'] < 0.84)" "$(metrics paper
 #    needed, and two pinned runs train 1.07-1.20x faster in all than one after the
 #    other (docs/benchmarks.md). Once the plain one is complete the hedge stops
 #    (resumable; it loses at most its epoch in progress). If the plain one reached
-#    84 %, the hedge is moot and the arms start at once; if not, the hedge resumes
-#    alone on every core. BASELINE=campaigns/paper trains the plain one alone and
-#    never the hedge.
+#    84 %, the hedge is moot and the arms start at once; if not, the hedge resumes,
+#    beside the diagnosis's probe (1b) and then alone on every core.
+#    BASELINE=campaigns/paper trains the plain one alone and never the hedge.
 read -r -a CORES <<< "$(python3 -c 'import os; print(*sorted(os.sched_getaffinity(0)))')"
 ONE_THREAD="env TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1"
 want_hedge() {
@@ -55,6 +55,33 @@ if ! done_ paper; then
   done_ paper || exit 1
 fi
 done_ paper && $C "Campaign paper: the 400-epoch resnet20 baseline"
+
+# 1b. Should the plain one fall short of 84 %, its diagnosis (docs/recipe.md) tests
+#     the issue's second suspect, the missing activation after each residual
+#     addition: resnet20_hardtanh (IR-Net's bound on the stream) trains the recipe's
+#     first PROBE_EPOCHS epochs (60 unless set; 0: none) beside the hedge, one
+#     pinned core each, and is then stopped, the hedge with it; the hedge resumes
+#     alone below. The probe's curve compares with the other two's at equal
+#     epochs; it costs the hedge about an hour (pinned instead of alone for 60 of
+#     the probe's epochs). Rerun, a probe short of its epochs resumes.
+PROBE_EPOCHS=${PROBE_EPOCHS:-60}
+HARDTANH="$P --model resnet20_hardtanh --runs_dir campaigns/paper_hardtanh --results_dir docs/results/paper_hardtanh"
+probe_log=campaigns/paper_hardtanh/dorefa/seed0/baseline/log.csv
+probe_epochs() { if [ -f "$probe_log" ]; then echo $(($(wc -l < "$probe_log") - 1)); else echo 0; fi; }
+if [ -z "${BASELINE:-}" ] && done_ paper && ! meets_goal && ! done_ paper_prelu \
+    && [ "$(probe_epochs)" -lt "$PROBE_EPOCHS" ] && [ "${#CORES[@]}" -ge 2 ]; then
+  taskset -c "${CORES[0]}" $ONE_THREAD $PRELU --arms baseline --figures=false &
+  hedge=$!
+  taskset -c "${CORES[1]}" $ONE_THREAD $HARDTANH --arms baseline --figures=false &
+  probe=$!
+  while kill -0 "$probe" 2>/dev/null && [ "$(probe_epochs)" -lt "$PROBE_EPOCHS" ]; do sleep 10; done
+  pkill -TERM -P "$probe"
+  wait "$probe"
+  pkill -TERM -P "$hedge"
+  wait "$hedge"
+  # A probe that died short of its epochs stops the campaign rather than go on without it.
+  [ "$(probe_epochs)" -ge "$PROBE_EPOCHS" ] || { echo "the resnet20_hardtanh probe ended after $(probe_epochs) epochs"; exit 1; }
+fi
 if ! done_ paper_prelu && want_hedge; then
   $PRELU --arms baseline --figures=false || exit 1
 fi

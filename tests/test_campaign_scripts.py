@@ -169,7 +169,8 @@ def test_every_committed_campaign_checkpoint_is_whole():
 # hedge), and its model.keras. A pinned run (one TensorFlow thread) of the plain
 # one ends once the hedge's has started (hedge_training); a pinned run of the hedge
 # takes 60 s, so it is still training when the plain one is done; a run alone
-# takes no time. Stopped, it logs so. Any other call is stage 2, the
+# takes no time. The resnet20_hardtanh probe logs 60 epochs (PROBE_ROWS: that
+# many, then it crashes) and trains on for 60 s. Stopped, it logs so. Any other call is stage 2, the
 # arms. Each call is logged in calls.log, a baseline's with its cores and threads.
 _FAKE_PYTHON = r"""#!/usr/bin/env bash
 if [ "$1" = -c ]; then exec python3 "$@"; fi
@@ -187,6 +188,15 @@ case "$*" in
       touch hedge_training
       wait $! || { echo "stopped $runs" >> calls.log; exit 1; }
     fi
+    if [ "$runs" = campaigns/paper_hardtanh ]; then
+      mkdir -p "$runs/dorefa/seed0/baseline"
+      log="$runs/dorefa/seed0/baseline/log.csv"
+      [ -f "$log" ] || echo epoch > "$log"
+      for i in $(seq "${PROBE_ROWS:-60}"); do echo "$i" >> "$log"; done
+      [ -n "${PROBE_ROWS:-}" ] && exit 1  # it crashed
+      sleep 60 &
+      wait $! || { echo "stopped $runs" >> calls.log; exit 1; }
+    fi
     mkdir -p "$runs/dorefa/seed0/baseline"
     echo "{\"test_accuracy\": $acc}" > "$runs/dorefa/seed0/baseline/metrics.json"
     touch "$runs/dorefa/seed0/baseline/model.keras";;
@@ -195,9 +205,9 @@ esac
 """
 
 
-def _issue36(tmp_path, plain_acc, baseline=None):
-    """Run campaigns/issue36.sh with the stand-in Python; return the repository, the
-    calls it logged and the script's output."""
+def _issue36(tmp_path, plain_acc, baseline=None, returncode=0, **env):
+    """Run campaigns/issue36.sh with the stand-in Python and `env`; return the
+    repository, the calls it logged and the script's output."""
     repo = tmp_path / "repo"
     if not (repo / ".venv").exists():
         (repo / "campaigns").mkdir(parents=True, exist_ok=True)
@@ -210,10 +220,10 @@ def _issue36(tmp_path, plain_acc, baseline=None):
         _git(repo, "init", "-q")
     (repo / "calls.log").write_text("")
     (repo / "hedge_training").unlink(missing_ok=True)
-    env = {**os.environ, "PLAIN_ACC": str(plain_acc), **({"BASELINE": baseline} if baseline else {})}
+    env = {**os.environ, "PLAIN_ACC": str(plain_acc), **({"BASELINE": baseline} if baseline else {}), **env}
     result = subprocess.run(["bash", "campaigns/issue36.sh"], cwd=repo, capture_output=True, text=True, timeout=120,
                             env=env)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == returncode, result.stderr
     return repo, (repo / "calls.log").read_text().splitlines(), result.stdout
 
 
@@ -240,16 +250,38 @@ def test_issue36_stops_the_hedge_once_the_plain_baseline_reaches_84_percent_and_
                      "commit Campaign paper: the baseline the arms fine-tune (campaigns/paper)", "arms campaigns/paper"]
 
 
-def test_issue36_below_84_percent_resumes_the_hedge_alone_then_waits_for_a_chosen_baseline(tmp_path):
+PROBE = [f"baseline campaigns/paper_hardtanh cores={CORES[1]} threads=1",
+         f"baseline campaigns/paper_prelu cores={CORES[0]} threads=1"]  # sorted
+
+
+def test_issue36_below_84_percent_probes_hardtanh_beside_the_hedge_then_resumes_the_hedge_alone(tmp_path):
     repo, calls, out = _issue36(tmp_path, 0.83)
     assert sorted(calls[:2]) == SIDE_BY_SIDE
-    assert calls[2:] == ["stopped campaigns/paper_prelu", "commit Campaign paper: the 400-epoch resnet20 baseline",
+    assert calls[2:4] == ["stopped campaigns/paper_prelu", "commit Campaign paper: the 400-epoch resnet20 baseline"]
+    # The diagnosis's probe trains beside the hedge, one core each, and both stop
+    # once it has its 60 epochs (the stand-in would train on for 60 s).
+    assert sorted(calls[4:6]) == PROBE
+    assert calls[6:] == ["stopped campaigns/paper_hardtanh", "stopped campaigns/paper_prelu",
                          f"baseline campaigns/paper_prelu cores={ALL_CORES} threads=all",
                          "commit Campaign paper: the 400-epoch resnet20_prelu baseline"]
+    log = repo / "campaigns/paper_hardtanh/dorefa/seed0/baseline/log.csv"
+    assert len(log.read_text().splitlines()) == 61
+    assert not (log.parent / "metrics.json").exists()
     assert "diagnose it (docs/recipe.md), then rerun with BASELINE=<campaign>" in out
+    # A new session with the hedge unfinished: the probe has its epochs and is not rerun.
+    (repo / "campaigns/paper_prelu/dorefa/seed0/baseline/metrics.json").unlink()
+    _, calls, _ = _issue36(tmp_path, 0.83)
+    assert calls[1:] == [f"baseline campaigns/paper_prelu cores={ALL_CORES} threads=all",
+                         "commit Campaign paper: the 400-epoch resnet20_prelu baseline"]
     _, calls, _ = _issue36(tmp_path, 0.83, baseline="campaigns/paper_prelu")
     assert calls[-2:] == ["commit Campaign paper: the baseline the arms fine-tune (campaigns/paper_prelu)",
                           "arms campaigns/paper_prelu"]
+
+
+def test_issue36_stops_when_the_hardtanh_probe_dies_short_of_its_epochs(tmp_path):
+    _, calls, out = _issue36(tmp_path, 0.83, returncode=1, PROBE_ROWS="10")
+    assert sorted(calls[4:6]) == PROBE and calls[6:] == ["stopped campaigns/paper_prelu"]
+    assert "the resnet20_hardtanh probe ended after 10 epochs" in out
 
 
 def test_issue36_a_plain_baseline_chosen_by_hand_trains_alone_and_needs_no_hedge(tmp_path):
