@@ -15,7 +15,8 @@ C="bash campaigns/commit_results.sh"
 # A new machine's partial copy of the last working folder may have lost a run's
 # committed checkpoint; the run would start again from epoch 1 (restore_checkpoints.sh).
 bash campaigns/restore_checkpoints.sh || exit 1
-metrics() { echo "campaigns/$1/dorefa/seed0/baseline/metrics.json"; }
+run_dir() { echo "campaigns/$1/dorefa/seed0/baseline"; }
+metrics() { echo "$(run_dir "$1")/metrics.json"; }
 done_() { [ -f "$(metrics "$1")" ]; }
 # Issue 36's goal for the baseline: at least 84 % test accuracy (the paper: 85.06 %).
 meets_goal() {
@@ -36,19 +37,21 @@ sys.exit(json.load(open(sys.argv[1]))['test_accuracy'] < 0.84)" "$(metrics paper
 #    BASELINE=campaigns/paper trains the plain one alone and never the hedge.
 read -r -a CORES <<< "$(python3 -c 'import os; print(*sorted(os.sched_getaffinity(0)))')"
 ONE_THREAD="env TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1"
+# pinned CORE RUNNER...: a baseline runner in the background on one core, one thread ($! is its pid).
+pinned() { taskset -c "$1" $ONE_THREAD "${@:2}" --arms baseline --figures=false & }
+# stop PID: a runner's fit.py is its child; stopping it stops the runner.
+stop() { pkill -TERM -P "$1"; wait "$1"; }
 want_hedge() {
   [ "${BASELINE:-}" = campaigns/paper_prelu ] || { [ -z "${BASELINE:-}" ] && ! meets_goal; }
 }
 if ! done_ paper; then
   if want_hedge && ! done_ paper_prelu && [ "${#CORES[@]}" -ge 2 ]; then
-    taskset -c "${CORES[0]}" $ONE_THREAD $PAPER --arms baseline --figures=false &
+    pinned "${CORES[0]}" $PAPER
     plain=$!
-    taskset -c "${CORES[1]}" $ONE_THREAD $PRELU --arms baseline --figures=false &
+    pinned "${CORES[1]}" $PRELU
     hedge=$!
     wait "$plain"
-    # The hedge's fit.py is its runner's child: stopping it stops the runner.
-    pkill -TERM -P "$hedge"
-    wait "$hedge"
+    stop "$hedge"
   else
     $PAPER --arms baseline --figures=false
   fi
@@ -66,19 +69,17 @@ done_ paper && $C "Campaign paper: the 400-epoch resnet20 baseline"
 #     the probe's epochs). Rerun, a probe short of its epochs resumes.
 PROBE_EPOCHS=${PROBE_EPOCHS:-60}
 HARDTANH="$P --model resnet20_hardtanh --runs_dir campaigns/paper_hardtanh --results_dir docs/results/paper_hardtanh"
-probe_log=campaigns/paper_hardtanh/dorefa/seed0/baseline/log.csv
+probe_log="$(run_dir paper_hardtanh)/log.csv"
 probe_epochs() { if [ -f "$probe_log" ]; then echo $(($(wc -l < "$probe_log") - 1)); else echo 0; fi; }
 if [ -z "${BASELINE:-}" ] && done_ paper && ! meets_goal && ! done_ paper_prelu \
     && [ "$(probe_epochs)" -lt "$PROBE_EPOCHS" ] && [ "${#CORES[@]}" -ge 2 ]; then
-  taskset -c "${CORES[0]}" $ONE_THREAD $PRELU --arms baseline --figures=false &
+  pinned "${CORES[0]}" $PRELU
   hedge=$!
-  taskset -c "${CORES[1]}" $ONE_THREAD $HARDTANH --arms baseline --figures=false &
+  pinned "${CORES[1]}" $HARDTANH
   probe=$!
   while kill -0 "$probe" 2>/dev/null && [ "$(probe_epochs)" -lt "$PROBE_EPOCHS" ]; do sleep 10; done
-  pkill -TERM -P "$probe"
-  wait "$probe"
-  pkill -TERM -P "$hedge"
-  wait "$hedge"
+  stop "$probe"
+  stop "$hedge"
   # A probe that died short of its epochs stops the campaign rather than go on without it.
   [ "$(probe_epochs)" -ge "$PROBE_EPOCHS" ] || { echo "the resnet20_hardtanh probe ended after $(probe_epochs) epochs"; exit 1; }
 fi
