@@ -15,6 +15,15 @@ C="bash campaigns/commit_results.sh"
 # A new machine's partial copy of the last working folder may have lost a run's
 # committed checkpoint; the run would start again from epoch 1 (restore_checkpoints.sh).
 bash campaigns/restore_checkpoints.sh || exit 1
+# BASELINE, if set, names the baseline the arms fine-tune (stage 2) and the model
+# its runs train: campaigns/paper_<variant> is resnet20_<variant>.
+case "${BASELINE:-}" in
+  "" | campaigns/paper) MODEL=resnet20;;
+  campaigns/paper_prelu) MODEL=resnet20_prelu;;
+  campaigns/paper_hardtanh) MODEL=resnet20_hardtanh;;
+  *) echo "BASELINE must be campaigns/paper, campaigns/paper_prelu or campaigns/paper_hardtanh, not $BASELINE"
+     exit 1;;
+esac
 run_dir() { echo "campaigns/$1/dorefa/seed0/baseline"; }
 metrics() { echo "$(run_dir "$1")/metrics.json"; }
 done_() { [ -f "$(metrics "$1")" ]; }
@@ -26,15 +35,22 @@ sys.exit(json.load(open(sys.argv[1]))['test_accuracy'] < 0.84)" "$(metrics paper
 
 # 1. The 400-epoch baseline candidates: the paper's ResNet-20 (SGD 0.1, cosine, 400
 #    epochs) and, as the hedge should it fall short of 84 %, the same recipe with a
-#    PReLU after every binary conv. While the plain one trains, the hedge trains
-#    beside it, one pinned core and one thread each: an anneal probe at epoch 159
-#    put the plain one far below 84 % (docs/recipe.md), so the hedge is likely
-#    needed, and two pinned runs train 1.07-1.20x faster in all than one after the
-#    other (docs/benchmarks.md). Once the plain one is complete the hedge stops
-#    (resumable; it loses at most its epoch in progress). If the plain one reached
-#    84 %, the hedge is moot and the arms start at once; if not, the hedge resumes,
-#    beside the diagnosis's probe (1b) and then alone on every core.
-#    BASELINE=campaigns/paper trains the plain one alone and never the hedge.
+#    PReLU after every binary conv. While the plain one trains, the other core
+#    trains beside it, one pinned core and one thread each (two pinned runs train
+#    1.07-1.20x faster in all than one after the other, docs/benchmarks.md): first
+#    the diagnosis's probe, then the hedge. The probe tests the issue's second
+#    suspect, the missing activation after each residual addition:
+#    resnet20_hardtanh (IR-Net's bound on the stream) trains the recipe's first
+#    PROBE_EPOCHS epochs (60 unless set; 0: none) and is then stopped; its curve
+#    compares with the other two's at equal epochs. It goes first because the plain
+#    one is headed far below 84 % (an anneal probe at epoch 159; 77.5 % on the
+#    hold-out at epoch 300, lr 0.015: docs/recipe.md), and its answer decides
+#    whether the hedge is the baseline to finish. Once the plain one is complete
+#    the hedge stops (resumable; it loses at most its epoch in progress). If the
+#    plain one reached 84 %, the hedge is moot and the arms start at once; if not,
+#    the probe finishes beside the hedge if it is still short (1b), then the hedge
+#    trains alone on every core. BASELINE=campaigns/paper trains the plain one
+#    alone, with neither the probe nor the hedge.
 read -r -a CORES <<< "$(python3 -c 'import os; print(*sorted(os.sched_getaffinity(0)))')"
 ONE_THREAD="env TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1"
 # pinned CORE RUNNER...: a baseline runner in the background on one core, one thread ($! is its pid).
@@ -44,14 +60,40 @@ stop() { pkill -TERM -P "$1"; wait "$1"; }
 want_hedge() {
   [ "${BASELINE:-}" = campaigns/paper_prelu ] || { [ -z "${BASELINE:-}" ] && ! meets_goal; }
 }
+PROBE_EPOCHS=${PROBE_EPOCHS:-60}
+HARDTANH="$P --model resnet20_hardtanh --runs_dir campaigns/paper_hardtanh --results_dir docs/results/paper_hardtanh"
+probe_log="$(run_dir paper_hardtanh)/log.csv"
+probe_epochs() { if [ -f "$probe_log" ]; then echo $(($(wc -l < "$probe_log") - 1)); else echo 0; fi; }
+want_probe() { [ -z "${BASELINE:-}" ] && ! meets_goal && [ "$(probe_epochs)" -lt "$PROBE_EPOCHS" ]; }
+# probe_beside PID: train the probe on the second core while runner PID trains,
+# until the probe has its epochs or PID ends; then stop it. A probe that died
+# short of its epochs stops the campaign (PID with it) rather than go on without it.
+probe_beside() {
+  pinned "${CORES[1]}" $HARDTANH
+  local probe=$!
+  while kill -0 "$1" 2>/dev/null && kill -0 "$probe" 2>/dev/null && [ "$(probe_epochs)" -lt "$PROBE_EPOCHS" ]; do
+    sleep 10
+  done
+  if ! kill -0 "$probe" 2>/dev/null && [ "$(probe_epochs)" -lt "$PROBE_EPOCHS" ]; then
+    stop "$1"
+    echo "the resnet20_hardtanh probe ended after $(probe_epochs) epochs"
+    exit 1
+  fi
+  stop "$probe"
+}
 if ! done_ paper; then
   if want_hedge && ! done_ paper_prelu && [ "${#CORES[@]}" -ge 2 ]; then
     pinned "${CORES[0]}" $PAPER
     plain=$!
-    pinned "${CORES[1]}" $PRELU
-    hedge=$!
-    wait "$plain"
-    stop "$hedge"
+    want_probe && probe_beside "$plain"
+    if kill -0 "$plain" 2>/dev/null; then
+      pinned "${CORES[1]}" $PRELU
+      hedge=$!
+      wait "$plain"
+      stop "$hedge"
+    else
+      wait "$plain"
+    fi
   else
     $PAPER --arms baseline --figures=false
   fi
@@ -59,29 +101,14 @@ if ! done_ paper; then
 fi
 done_ paper && $C "Campaign paper: the 400-epoch resnet20 baseline"
 
-# 1b. Should the plain one fall short of 84 %, its diagnosis (docs/recipe.md) tests
-#     the issue's second suspect, the missing activation after each residual
-#     addition: resnet20_hardtanh (IR-Net's bound on the stream) trains the recipe's
-#     first PROBE_EPOCHS epochs (60 unless set; 0: none) beside the hedge, one
-#     pinned core each, and is then stopped, the hedge with it; the hedge resumes
-#     alone below. The probe's curve compares with the other two's at equal
-#     epochs; it costs the hedge about an hour (pinned instead of alone for 60 of
-#     the probe's epochs). Rerun, a probe short of its epochs resumes.
-PROBE_EPOCHS=${PROBE_EPOCHS:-60}
-HARDTANH="$P --model resnet20_hardtanh --runs_dir campaigns/paper_hardtanh --results_dir docs/results/paper_hardtanh"
-probe_log="$(run_dir paper_hardtanh)/log.csv"
-probe_epochs() { if [ -f "$probe_log" ]; then echo $(($(wc -l < "$probe_log") - 1)); else echo 0; fi; }
-if [ -z "${BASELINE:-}" ] && done_ paper && ! meets_goal && ! done_ paper_prelu \
-    && [ "$(probe_epochs)" -lt "$PROBE_EPOCHS" ] && [ "${#CORES[@]}" -ge 2 ]; then
+# 1b. The plain one is complete and below 84 %, and the probe is still short of its
+#     epochs (the plain one ended first): the probe finishes beside the hedge, one
+#     pinned core each, and the hedge stops with it, to resume alone below.
+if done_ paper && ! done_ paper_prelu && want_probe && [ "${#CORES[@]}" -ge 2 ]; then
   pinned "${CORES[0]}" $PRELU
   hedge=$!
-  pinned "${CORES[1]}" $HARDTANH
-  probe=$!
-  while kill -0 "$probe" 2>/dev/null && [ "$(probe_epochs)" -lt "$PROBE_EPOCHS" ]; do sleep 10; done
-  stop "$probe"
+  probe_beside "$hedge"
   stop "$hedge"
-  # A probe that died short of its epochs stops the campaign rather than go on without it.
-  [ "$(probe_epochs)" -ge "$PROBE_EPOCHS" ] || { echo "the resnet20_hardtanh probe ended after $(probe_epochs) epochs"; exit 1; }
 fi
 if ! done_ paper_prelu && want_hedge; then
   $PRELU --arms baseline --figures=false || exit 1
@@ -93,7 +120,8 @@ done_ paper_prelu && $C "Campaign paper: the 400-epoch resnet20_prelu baseline"
 #    seed's finetune and lns side by side), the report regenerated and the results
 #    committed after every run. The arms fine-tune the plain baseline if it reaches
 #    84 % test accuracy (issue 36's goal); otherwise the baseline is chosen by hand,
-#    with its diagnosis in docs/recipe.md, and named here: BASELINE=campaigns/paper_prelu.
+#    with its diagnosis in docs/recipe.md, and named here: BASELINE=campaigns/paper_prelu
+#    or campaigns/paper_hardtanh.
 if [ -z "${BASELINE:-}" ]; then
   if meets_goal; then
     BASELINE=campaigns/paper
@@ -102,16 +130,22 @@ if [ -z "${BASELINE:-}" ]; then
     exit 0
   fi
 fi
+# A baseline chosen by hand that is not complete (the probe's stopped at
+# PROBE_EPOCHS) trains its 400 epochs first, alone on every core.
+if ! done_ "${BASELINE#campaigns/}"; then
+  $P --model $MODEL --runs_dir "$BASELINE" --results_dir "docs/results/${BASELINE#campaigns/}" \
+    --arms baseline --figures=false || exit 1
+  $C "Campaign paper: the 400-epoch $MODEL baseline"
+fi
 # The baseline's model is committed: every arm of every later session fine-tunes it.
 git add -f "$BASELINE/dorefa/seed0/baseline/model.keras" || exit 1
 $C "Campaign paper: the baseline the arms fine-tune ($BASELINE)"
 ARMS="--arms baseline,finetune,lns,lns_no_noisy --seeds 5 --arm_seeds lns_no_noisy=3 --jobs 2"
-MODEL=$([ "$BASELINE" = campaigns/paper_prelu ] && echo "--model resnet20_prelu")
 # After each LNS run, the best hold-out LNS run so far is kept, baked, as the
-# candidate to ship under its model's name, resnet20_lns or resnet20_prelu_lns (its
-# last epoch: best.keras does not outlive a session).
+# candidate to ship under its model's name, ${MODEL}_lns (its last epoch:
+# best.keras does not outlive a session).
 SHIP=".venv/bin/python campaigns/ship_best_lns.py --campaign $BASELINE --checkpoint model.keras"
 # shellcheck disable=SC2016  # RUN_DIR is the runner's, expanded when each run ends
 AFTER='case "$RUN_DIR" in */lns*) '"$SHIP"' && git add -f '"$BASELINE"'/shipped;; esac;
   bash campaigns/commit_results.sh "Campaign paper: ${RUN_DIR#campaigns/}"'
-$P $MODEL --runs_dir "$BASELINE" --results_dir docs/results/paper $ARMS --after_run "$AFTER"
+$P --model $MODEL --runs_dir "$BASELINE" --results_dir docs/results/paper $ARMS --after_run "$AFTER"

@@ -166,41 +166,42 @@ def test_every_committed_campaign_checkpoint_is_whole():
 # A stand-in for the campaign's Python: `-c` runs Python; train/reproduce.py with
 # `--arms baseline` "trains" the baseline of its --runs_dir: it writes its
 # metrics.json, with test accuracy $PLAIN_ACC for the plain one (0.86 for the
-# hedge), and its model.keras. A pinned run (one TensorFlow thread) of the plain
+# others), and its model.keras. A pinned run (one TensorFlow thread) of the plain
 # one ends once the hedge's has started (hedge_training); a pinned run of the hedge
 # takes 60 s, so it is still training when the plain one is done; a run alone
-# takes no time. The resnet20_hardtanh probe logs 60 epochs (PROBE_ROWS: that
-# many, then it crashes) and trains on for 60 s. Stopped, it logs so. Any other call is stage 2, the
-# arms. Each call is logged in calls.log, a baseline's with its cores and threads.
+# takes no time. The resnet20_hardtanh probe logs epochs up to PROBE_ROWS (60
+# unless set; set, it then crashes) and, pinned, trains on for 60 s. Stopped, a
+# run logs so. Any other call is stage 2, the arms. Each call is logged in
+# calls.log, a baseline's with its cores and threads, the arms' with their model.
 _FAKE_PYTHON = r"""#!/usr/bin/env bash
 if [ "$1" = -c ]; then exec python3 "$@"; fi
 runs=$(echo "$*" | sed -n 's/.*--runs_dir \([^ ]*\).*/\1/p')
+stopped() { echo "stopped $runs" >> calls.log; exit 1; }
 case "$*" in
   *"--arms baseline --figures=false"*)
     cores=$(python3 -c 'import os; print(",".join(map(str, sorted(os.sched_getaffinity(0)))))')
     echo "baseline $runs cores=$cores threads=${TF_NUM_INTRAOP_THREADS:-all}" >> calls.log
     acc=0.86; [ "$runs" = campaigns/paper ] && acc=$PLAIN_ACC
     if [ "$runs" = campaigns/paper ] && [ "${TF_NUM_INTRAOP_THREADS:-}" = 1 ]; then
-      for _ in $(seq 300); do [ -e hedge_training ] && break; sleep 0.1; done
+      for _ in $(seq 600); do [ -e hedge_training ] && break; sleep 0.1 & wait $! || stopped; done
     fi
     if [ "$runs" = campaigns/paper_prelu ] && [ "${TF_NUM_INTRAOP_THREADS:-}" = 1 ]; then
       sleep 60 &  # the campaign stops it (pkill -P: this script's children)
       touch hedge_training
-      wait $! || { echo "stopped $runs" >> calls.log; exit 1; }
+      wait $! || stopped
     fi
     if [ "$runs" = campaigns/paper_hardtanh ]; then
       mkdir -p "$runs/dorefa/seed0/baseline"
       log="$runs/dorefa/seed0/baseline/log.csv"
       [ -f "$log" ] || echo epoch > "$log"
-      for i in $(seq "${PROBE_ROWS:-60}"); do echo "$i" >> "$log"; done
+      while [ $(($(wc -l < "$log") - 1)) -lt "${PROBE_ROWS:-60}" ]; do echo row >> "$log"; done
       [ -n "${PROBE_ROWS:-}" ] && exit 1  # it crashed
-      sleep 60 &
-      wait $! || { echo "stopped $runs" >> calls.log; exit 1; }
+      if [ "${TF_NUM_INTRAOP_THREADS:-}" = 1 ]; then sleep 60 & wait $! || stopped; fi
     fi
     mkdir -p "$runs/dorefa/seed0/baseline"
     echo "{\"test_accuracy\": $acc}" > "$runs/dorefa/seed0/baseline/metrics.json"
     touch "$runs/dorefa/seed0/baseline/model.keras";;
-  *) echo "arms $runs" >> calls.log;;
+  *) echo "arms $runs $(echo "$*" | sed -n 's/.*--model \([^ ]*\).*/\1/p')" >> calls.log;;
 esac
 """
 
@@ -229,65 +230,94 @@ def _issue36(tmp_path, plain_acc, baseline=None, returncode=0, **env):
 
 CORES = sorted(os.sched_getaffinity(0))
 ALL_CORES = ",".join(map(str, CORES))
-SIDE_BY_SIDE = [f"baseline campaigns/paper cores={CORES[0]} threads=1",
-                f"baseline campaigns/paper_prelu cores={CORES[1]} threads=1"]
+PINNED = [f"baseline campaigns/paper cores={CORES[0]} threads=1",
+          f"baseline campaigns/paper_hardtanh cores={CORES[1]} threads=1"]  # sorted
+# Stage 1 after the probe: the hedge on the probe's core, then both stopped once the plain one is done.
+HEDGE_BESIDE = [f"baseline campaigns/paper_prelu cores={CORES[1]} threads=1", "stopped campaigns/paper_prelu"]
+PLAIN_DONE = "commit Campaign paper: the 400-epoch resnet20 baseline"
+PROBE_LOG = "campaigns/paper_hardtanh/dorefa/seed0/baseline/log.csv"
 
 
-def test_issue36_stops_the_hedge_once_the_plain_baseline_reaches_84_percent_and_starts_the_arms(tmp_path):
+def test_issue36_trains_the_probe_then_the_hedge_beside_the_plain_baseline_and_starts_the_arms_at_84_percent(
+        tmp_path):
     repo, calls, _ = _issue36(tmp_path, 0.845)
-    # The two candidates train at once, each pinned to its own core with one thread.
-    assert sorted(calls[:2]) == SIDE_BY_SIDE
+    # The plain baseline trains on one core; the diagnosis's probe trains on the
+    # other, one thread each, and is stopped once it has its 60 epochs (the
+    # stand-in would train on for 60 s); then the hedge takes its core.
+    assert sorted(calls[:2]) == PINNED
+    assert calls[2:5] == ["stopped campaigns/paper_hardtanh", *HEDGE_BESIDE]
+    assert len((repo / PROBE_LOG).read_text().splitlines()) == 61
+    assert not (repo / PROBE_LOG).with_name("metrics.json").exists()
     # The hedge (60 s) is stopped, not waited for; the arms fine-tune the plain
     # baseline, whose model is committed for every later session.
-    assert calls[2:] == ["stopped campaigns/paper_prelu", "commit Campaign paper: the 400-epoch resnet20 baseline",
-                         "commit Campaign paper: the baseline the arms fine-tune (campaigns/paper)",
-                         "arms campaigns/paper"]
+    assert calls[5:] == [PLAIN_DONE, "commit Campaign paper: the baseline the arms fine-tune (campaigns/paper)",
+                         "arms campaigns/paper resnet20"]
     assert "campaigns/paper/dorefa/seed0/baseline/model.keras" in _git(repo, "diff", "--cached", "--name-only")
     assert not (repo / "campaigns/paper_prelu/dorefa/seed0/baseline/metrics.json").exists()
     # A rerun goes straight on to the arms; the stopped hedge stays where it is.
     _, calls, _ = _issue36(tmp_path, 0.845)
-    assert calls == ["commit Campaign paper: the 400-epoch resnet20 baseline",
-                     "commit Campaign paper: the baseline the arms fine-tune (campaigns/paper)", "arms campaigns/paper"]
+    assert calls == [PLAIN_DONE, "commit Campaign paper: the baseline the arms fine-tune (campaigns/paper)",
+                     "arms campaigns/paper resnet20"]
 
 
-PROBE = [f"baseline campaigns/paper_hardtanh cores={CORES[1]} threads=1",
-         f"baseline campaigns/paper_prelu cores={CORES[0]} threads=1"]  # sorted
-
-
-def test_issue36_below_84_percent_probes_hardtanh_beside_the_hedge_then_resumes_the_hedge_alone(tmp_path):
+def test_issue36_below_84_percent_trains_the_hedge_alone_and_waits_for_a_baseline_chosen_by_hand(tmp_path):
     repo, calls, out = _issue36(tmp_path, 0.83)
-    assert sorted(calls[:2]) == SIDE_BY_SIDE
-    assert calls[2:4] == ["stopped campaigns/paper_prelu", "commit Campaign paper: the 400-epoch resnet20 baseline"]
-    # The diagnosis's probe trains beside the hedge, one core each, and both stop
-    # once it has its 60 epochs (the stand-in would train on for 60 s).
-    assert sorted(calls[4:6]) == PROBE
-    assert calls[6:] == ["stopped campaigns/paper_hardtanh", "stopped campaigns/paper_prelu",
-                         f"baseline campaigns/paper_prelu cores={ALL_CORES} threads=all",
+    assert sorted(calls[:2]) == PINNED and calls[2:5] == ["stopped campaigns/paper_hardtanh", *HEDGE_BESIDE]
+    # The probe has its epochs: the hedge resumes alone on every core.
+    assert calls[5:] == [PLAIN_DONE, f"baseline campaigns/paper_prelu cores={ALL_CORES} threads=all",
                          "commit Campaign paper: the 400-epoch resnet20_prelu baseline"]
-    log = repo / "campaigns/paper_hardtanh/dorefa/seed0/baseline/log.csv"
-    assert len(log.read_text().splitlines()) == 61
-    assert not (log.parent / "metrics.json").exists()
     assert "diagnose it (docs/recipe.md), then rerun with BASELINE=<campaign>" in out
-    # A new session with the hedge unfinished: the probe has its epochs and is not rerun.
+    # A new session with the hedge unfinished: the probe is not rerun.
     (repo / "campaigns/paper_prelu/dorefa/seed0/baseline/metrics.json").unlink()
     _, calls, _ = _issue36(tmp_path, 0.83)
-    assert calls[1:] == [f"baseline campaigns/paper_prelu cores={ALL_CORES} threads=all",
-                         "commit Campaign paper: the 400-epoch resnet20_prelu baseline"]
+    assert calls == [PLAIN_DONE, f"baseline campaigns/paper_prelu cores={ALL_CORES} threads=all",
+                     "commit Campaign paper: the 400-epoch resnet20_prelu baseline"]
     _, calls, _ = _issue36(tmp_path, 0.83, baseline="campaigns/paper_prelu")
     assert calls[-2:] == ["commit Campaign paper: the baseline the arms fine-tune (campaigns/paper_prelu)",
-                          "arms campaigns/paper_prelu"]
+                          "arms campaigns/paper_prelu resnet20_prelu"]
+
+
+def test_issue36_a_probe_short_of_its_epochs_when_the_plain_baseline_ends_finishes_beside_the_hedge(tmp_path):
+    # The plain baseline ended before the probe had its epochs (here: a rerun
+    # after a session that trained the plain one alone).
+    _issue36(tmp_path, 0.83, baseline="campaigns/paper")
+    repo, calls, _ = _issue36(tmp_path, 0.83)
+    assert calls[0] == PLAIN_DONE
+    assert sorted(calls[1:3]) == [f"baseline campaigns/paper_hardtanh cores={CORES[1]} threads=1",
+                                  f"baseline campaigns/paper_prelu cores={CORES[0]} threads=1"]
+    assert calls[3:] == ["stopped campaigns/paper_hardtanh", "stopped campaigns/paper_prelu",
+                         f"baseline campaigns/paper_prelu cores={ALL_CORES} threads=all",
+                         "commit Campaign paper: the 400-epoch resnet20_prelu baseline"]
+    assert len((repo / PROBE_LOG).read_text().splitlines()) == 61
 
 
 def test_issue36_stops_when_the_hardtanh_probe_dies_short_of_its_epochs(tmp_path):
     _, calls, out = _issue36(tmp_path, 0.83, returncode=1, PROBE_ROWS="10")
-    assert sorted(calls[4:6]) == PROBE and calls[6:] == ["stopped campaigns/paper_prelu"]
+    # The plain baseline beside it is stopped too, resumable, and nothing else starts.
+    assert sorted(calls[:2]) == PINNED and calls[2:] == ["stopped campaigns/paper"]
     assert "the resnet20_hardtanh probe ended after 10 epochs" in out
 
 
 def test_issue36_a_plain_baseline_chosen_by_hand_trains_alone_and_needs_no_hedge(tmp_path):
     _, calls, _ = _issue36(tmp_path, 0.83, baseline="campaigns/paper")
     assert calls[0] == f"baseline campaigns/paper cores={ALL_CORES} threads=all"
-    assert not any("paper_prelu" in call for call in calls) and calls[-1] == "arms campaigns/paper"
+    assert not any("paper_prelu" in call or "paper_hardtanh" in call for call in calls)
+    assert calls[-1] == "arms campaigns/paper resnet20"
+
+
+def test_issue36_the_probe_chosen_as_the_baseline_trains_its_400_epochs_before_the_arms(tmp_path):
+    _, calls, _ = _issue36(tmp_path, 0.83, baseline="campaigns/paper_hardtanh")
+    assert calls == [f"baseline campaigns/paper cores={ALL_CORES} threads=all", PLAIN_DONE,
+                     f"baseline campaigns/paper_hardtanh cores={ALL_CORES} threads=all",
+                     "commit Campaign paper: the 400-epoch resnet20_hardtanh baseline",
+                     "commit Campaign paper: the baseline the arms fine-tune (campaigns/paper_hardtanh)",
+                     "arms campaigns/paper_hardtanh resnet20_hardtanh"]
+
+
+def test_issue36_refuses_an_unknown_baseline_before_it_trains(tmp_path):
+    _, calls, out = _issue36(tmp_path, 0.83, baseline="campaigns/papr", returncode=1)
+    assert calls == [] and out.strip() == (
+        "BASELINE must be campaigns/paper, campaigns/paper_prelu or campaigns/paper_hardtanh, not campaigns/papr")
 
 
 def _backup(folder, epoch):
