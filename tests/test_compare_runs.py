@@ -39,14 +39,14 @@ def test_the_cli_prints_the_table_and_names_a_bad_run_in_one_line(tmp_path):
         return subprocess.run([sys.executable, SCRIPT, *args], cwd=ROOT, capture_output=True, text=True,
                               timeout=120)
 
-    result = cli("--run", f"plain={run}", "--epochs", "3", "--window", "3")
+    result = cli("--runs", f"plain={run}", "--at_epochs", "3", "--holdout_window", "3")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "| 3 | 0.0980 | 30.00 / 50.00 |" in result.stdout
     for args, error in [
-        (("--run", f"plain={tmp_path / 'none'}", "--epochs", "3"), f"{tmp_path / 'none'} has no log.csv"),
-        (("--run", run, "--epochs", "3"), f"--run {run}: expected label=folder"),
-        (("--run", f"plain={run}", "--epochs", "4"), "plain has 3 epochs, fewer than 4"),
-        (("--run", f"plain={run}", "--epochs", "x"), "--epochs x: not a list of integers"),
+        (("--runs", f"plain={tmp_path / 'none'}", "--at_epochs", "3"), f"{tmp_path / 'none'} has no log.csv"),
+        (("--runs", run, "--at_epochs", "3"), f"--runs {run}: expected label=folder"),
+        (("--runs", f"plain={run}", "--at_epochs", "4"), "plain has 3 epochs, fewer than 4"),
+        (("--runs", f"plain={run}", "--at_epochs", "x"), "--at_epochs x: not a list of integers"),
     ]:
         bad = cli(*args)
         assert bad.returncode == 1 and bad.stderr.strip().splitlines() == [f"compare_runs.py: error: {error}"]

@@ -1,9 +1,9 @@
 """Runs of one learning-rate schedule side by side, at equal epochs: a markdown table.
 
-    python train/compare_runs.py --run resnet20=campaigns/paper/dorefa/seed0/baseline \
-        --run resnet20_hardtanh=campaigns/paper_hardtanh/dorefa/seed0/baseline --epochs 10,20,30,40,50,60
+    python train/compare_runs.py --at_epochs 10,20,30,40,50,60 \
+        --runs resnet20=campaigns/paper/dorefa/seed0/baseline,resnet20_hardtanh=campaigns/paper_hardtanh/dorefa/seed0/baseline
 
-For each epoch E (1-based) of `--epochs`, each run's training accuracy at E and its
+For each epoch E (1-based) of `--at_epochs`, each run's training accuracy at E and its
 hold-out accuracy averaged over epochs E - window + 1 to E, from the runs'
 `log.csv`; finished runs or runs still in flight alike. The hold-out is averaged
 because at lr 0.1 it swings by 2-5 points from one epoch to the next, while the
@@ -20,11 +20,12 @@ from absl import app, flags
 from cli import fail
 
 FLAGS = flags.FLAGS
-flags.DEFINE_multi_string("run", None, "label=folder of a train/fit.py run (its log.csv); repeat, in column order.")
-flags.DEFINE_list("epochs", None, "Epochs to compare, 1-based, e.g. 10,20,30.")
-flags.DEFINE_integer("window", 10, "Epochs the hold-out accuracy is averaged over, ending at each epoch.",
+# Names no other script of train/ defines: absl's flags are global to a process.
+flags.DEFINE_list("runs", None, "label=folder,... of train/fit.py runs (their log.csv), in column order.")
+flags.DEFINE_list("at_epochs", None, "Epochs to compare, 1-based, e.g. 10,20,30.")
+flags.DEFINE_integer("holdout_window", 10, "Epochs the hold-out accuracy is averaged over, ending at each one.",
                      lower_bound=1)
-flags.mark_flags_as_required(["run", "epochs"])
+flags.mark_flags_as_required(["runs", "at_epochs"])
 
 __all__ = ["equal_epoch_table", "read_log"]
 
@@ -78,25 +79,25 @@ def main(argv):
     if len(argv) > 1:
         fail(f"unexpected arguments {argv[1:]}")
     try:
-        epochs = [int(e) for e in FLAGS.epochs]
+        epochs = [int(e) for e in FLAGS.at_epochs]
     except ValueError:
-        fail(f"--epochs {','.join(FLAGS.epochs)}: not a list of integers")
+        fail(f"--at_epochs {','.join(FLAGS.at_epochs)}: not a list of integers")
     if not epochs or min(epochs) < 1:
-        fail("--epochs: each epoch is 1 or more")
+        fail("--at_epochs: each epoch is 1 or more")
     logs = {}
-    for spec in FLAGS.run:
+    for spec in FLAGS.runs:
         label, sep, folder = spec.partition("=")
         if not sep or not label or not folder:
-            fail(f"--run {spec}: expected label=folder")
+            fail(f"--runs {spec}: expected label=folder")
         try:
             logs[label] = read_log(folder)
         except ValueError as e:
             fail(str(e))
     try:
-        lines = equal_epoch_table(logs, epochs, FLAGS.window)
+        lines = equal_epoch_table(logs, epochs, FLAGS.holdout_window)
     except ValueError as e:
         fail(str(e))
-    print(f"Training accuracy at the epoch / hold-out accuracy averaged over the {FLAGS.window} epochs "
+    print(f"Training accuracy at the epoch / hold-out accuracy averaged over the {FLAGS.holdout_window} epochs "
           "ending there, %:\n")
     print("\n".join(lines))
 
