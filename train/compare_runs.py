@@ -1,7 +1,7 @@
 """Runs of one learning-rate schedule side by side, at equal epochs: a markdown table.
 
     python train/compare_runs.py --at_epochs 10,20,30,40,50,60 \
-        --runs resnet20=campaigns/paper/dorefa/seed0/baseline,resnet20_hardtanh=campaigns/paper_hardtanh/dorefa/seed0/baseline
+        --runs plain=campaigns/paper/dorefa/seed0/baseline,hardtanh=campaigns/paper_hardtanh/dorefa/seed0/baseline
 
 For each epoch E (1-based) of `--at_epochs`, each run's training accuracy at E and its
 hold-out accuracy averaged over epochs E - window + 1 to E, from the runs'
