@@ -66,8 +66,8 @@ probe_log="$(run_dir paper_hardtanh)/log.csv"
 probe_epochs() { if [ -f "$probe_log" ]; then echo $(($(wc -l < "$probe_log") - 1)); else echo 0; fi; }
 want_probe() { [ -z "${BASELINE:-}" ] && ! meets_goal && [ "$(probe_epochs)" -lt "$PROBE_EPOCHS" ]; }
 # probe_beside PID: train the probe on the second core while runner PID trains,
-# until the probe has its epochs or PID ends; then stop it. A probe that died
-# short of its epochs stops the campaign (PID with it) rather than go on without it.
+# until the probe has its epochs or PID ends; then stop it. Fails (1) if the probe
+# died short of its epochs.
 probe_beside() {
   pinned "${CORES[1]}" $HARDTANH
   local probe=$!
@@ -75,16 +75,18 @@ probe_beside() {
     sleep 10
   done
   if ! kill -0 "$probe" 2>/dev/null && [ "$(probe_epochs)" -lt "$PROBE_EPOCHS" ]; then
-    stop "$1"
+    wait "$probe"
     echo "the resnet20_hardtanh probe ended after $(probe_epochs) epochs"
-    exit 1
+    return 1
   fi
   stop "$probe"
+  return 0  # not the stopped runner's status
 }
 if ! done_ paper; then
   if want_hedge && ! done_ paper_prelu && [ "${#CORES[@]}" -ge 2 ]; then
     pinned "${CORES[0]}" $PAPER
     plain=$!
+    # A probe that dies here leaves the plain one training, and the hedge takes its core.
     want_probe && probe_beside "$plain"
     if kill -0 "$plain" 2>/dev/null; then
       pinned "${CORES[1]}" $PRELU
@@ -107,7 +109,8 @@ done_ paper && $C "Campaign paper: the 400-epoch resnet20 baseline"
 if done_ paper && ! done_ paper_prelu && want_probe && [ "${#CORES[@]}" -ge 2 ]; then
   pinned "${CORES[0]}" $PRELU
   hedge=$!
-  probe_beside "$hedge"
+  # A probe that dies again stops the campaign rather than go on without it.
+  probe_beside "$hedge" || { stop "$hedge"; exit 1; }
   stop "$hedge"
 fi
 if ! done_ paper_prelu && want_hedge; then

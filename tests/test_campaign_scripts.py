@@ -291,11 +291,17 @@ def test_issue36_a_probe_short_of_its_epochs_when_the_plain_baseline_ends_finish
     assert len((repo / PROBE_LOG).read_text().splitlines()) == 61
 
 
-def test_issue36_stops_when_the_hardtanh_probe_dies_short_of_its_epochs(tmp_path):
+def test_issue36_a_probe_that_dies_leaves_the_plain_baseline_training_and_stops_the_campaign_if_it_dies_again(
+        tmp_path):
     _, calls, out = _issue36(tmp_path, 0.83, returncode=1, PROBE_ROWS="10")
-    # The plain baseline beside it is stopped too, resumable, and nothing else starts.
-    assert sorted(calls[:2]) == PINNED and calls[2:] == ["stopped campaigns/paper"]
-    assert "the resnet20_hardtanh probe ended after 10 epochs" in out
+    # Beside the plain baseline, the crashed probe's core goes to the hedge.
+    assert sorted(calls[:2]) == PINNED and calls[2:5] == [*HEDGE_BESIDE, PLAIN_DONE]
+    # Retried beside the hedge once the plain one is done, it dies again: the hedge
+    # is stopped (resumable) and nothing else starts.
+    assert sorted(calls[5:7]) == [f"baseline campaigns/paper_hardtanh cores={CORES[1]} threads=1",
+                                  f"baseline campaigns/paper_prelu cores={CORES[0]} threads=1"]
+    assert calls[7:] == ["stopped campaigns/paper_prelu"]
+    assert out.count("the resnet20_hardtanh probe ended after 10 epochs") == 2
 
 
 def test_issue36_a_plain_baseline_chosen_by_hand_trains_alone_and_needs_no_hedge(tmp_path):
