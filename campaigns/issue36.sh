@@ -109,7 +109,7 @@ done_ paper && $C "Campaign paper: the 400-epoch resnet20 baseline"
 if done_ paper && ! done_ paper_prelu && want_probe && [ "${#CORES[@]}" -ge 2 ]; then
   pinned "${CORES[0]}" $PRELU
   hedge=$!
-  # A probe that dies again stops the campaign rather than go on without it.
+  # A probe that dies here stops the campaign rather than go on without it.
   probe_beside "$hedge" || { stop "$hedge"; exit 1; }
   stop "$hedge"
 fi
