@@ -9,18 +9,19 @@
 # bash reads its script as it goes, and an edit in place would shift what it reads.
 cd "$(dirname "$0")/.."  # the repository root, wherever it is cloned
 P=".venv/bin/python train/reproduce.py --protocol paper"
-PAPER="$P --runs_dir campaigns/paper --results_dir docs/results/paper"
-PRELU="$P --model resnet20_prelu --runs_dir campaigns/paper_prelu --results_dir docs/results/paper_prelu"
+# runner NAME: the runner of campaign campaigns/NAME, whose runs train model
+# resnet20<NAME's suffix> (paper_prelu: resnet20_prelu), its report in docs/results/NAME.
+runner() { echo "$P --model resnet20${1#paper} --runs_dir campaigns/$1 --results_dir docs/results/$1"; }
+PAPER=$(runner paper)
+PRELU=$(runner paper_prelu)
+HARDTANH=$(runner paper_hardtanh)
 C="bash campaigns/commit_results.sh"
 # A new machine's partial copy of the last working folder may have lost a run's
 # committed checkpoint; the run would start again from epoch 1 (restore_checkpoints.sh).
 bash campaigns/restore_checkpoints.sh || exit 1
-# BASELINE, if set, names the baseline the arms fine-tune (stage 2) and the model
-# its runs train: campaigns/paper_<variant> is resnet20_<variant>.
+# BASELINE, if set, names the campaign whose baseline the arms fine-tune (stage 2).
 case "${BASELINE:-}" in
-  "" | campaigns/paper) MODEL=resnet20;;
-  campaigns/paper_prelu) MODEL=resnet20_prelu;;
-  campaigns/paper_hardtanh) MODEL=resnet20_hardtanh;;
+  "" | campaigns/paper | campaigns/paper_prelu | campaigns/paper_hardtanh) ;;
   *) echo "BASELINE must be campaigns/paper, campaigns/paper_prelu or campaigns/paper_hardtanh, not $BASELINE"
      exit 1;;
 esac
@@ -61,7 +62,6 @@ want_hedge() {
   [ "${BASELINE:-}" = campaigns/paper_prelu ] || { [ -z "${BASELINE:-}" ] && ! meets_goal; }
 }
 PROBE_EPOCHS=${PROBE_EPOCHS:-60}
-HARDTANH="$P --model resnet20_hardtanh --runs_dir campaigns/paper_hardtanh --results_dir docs/results/paper_hardtanh"
 probe_log="$(run_dir paper_hardtanh)/log.csv"
 probe_epochs() { if [ -f "$probe_log" ]; then echo $(($(wc -l < "$probe_log") - 1)); else echo 0; fi; }
 want_probe() { [ -z "${BASELINE:-}" ] && ! meets_goal && [ "$(probe_epochs)" -lt "$PROBE_EPOCHS" ]; }
@@ -135,9 +135,9 @@ if [ -z "${BASELINE:-}" ]; then
 fi
 # A baseline chosen by hand that is not complete (the probe's stopped at
 # PROBE_EPOCHS) trains its 400 epochs first, alone on every core.
+MODEL=resnet20${BASELINE#campaigns/paper}
 if ! done_ "${BASELINE#campaigns/}"; then
-  $P --model $MODEL --runs_dir "$BASELINE" --results_dir "docs/results/${BASELINE#campaigns/}" \
-    --arms baseline --figures=false || exit 1
+  $(runner "${BASELINE#campaigns/}") --arms baseline --figures=false || exit 1
   $C "Campaign paper: the 400-epoch $MODEL baseline"
 fi
 # The baseline's model is committed: every arm of every later session fine-tunes it.
